@@ -1,0 +1,23 @@
+"""Write grouped, area-stratified folds for a dataset: `folds.csv` (img, car, fold).
+
+    python scripts/make_folds.py --config configs/demo.yaml [data.root=DIR data.folds=5] [--force]
+"""
+
+from carvana_seg.cli import parse_config_args
+from carvana_seg.data.folds import make_folds, write_folds
+from carvana_seg.data.layout import CarvanaLayout
+
+
+def main() -> None:
+    cfg, args = parse_config_args(__doc__, extra=[("--force", {"action": "store_true", "help": "replace a different folds file"})])
+    layout = CarvanaLayout(cfg.data.root)
+    folds = make_folds(layout, cfg.data.folds, cfg.data.fold_seed)
+    path = cfg.data.folds_path
+    written = write_folds(folds, path, force=args.force)
+    sizes = folds.groupby("fold").agg(images=("img", "size"), cars=("car", "nunique"))
+    print(sizes.to_string())
+    print(f"{'wrote' if written else 'unchanged'}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The shared command line of every script: `--config FILE` plus `key=value` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from carvana_seg.config import Config, ConfigError, load_config
+
+
+def parse_config_args(
+    doc: str | None, extra: list[tuple[str, dict[str, Any]]] = (), argv: list[str] | None = None
+) -> tuple[Config, argparse.Namespace]:
+    """Parse `--config`, the script's own flags and trailing `key=value` overrides.
+
+    A config error exits with the message (which names the key) instead of a traceback.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML preset in configs/ (only what differs from the defaults)")
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=input/synthetic train.epochs=3")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        parser.exit(2, f"config error: {err}\n")
+    for item in args.overrides:
+        print(f"override: {item}", file=sys.stderr)
+    return cfg, args

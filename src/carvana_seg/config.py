@@ -1,0 +1,195 @@
+"""Experiment configuration: typed defaults, YAML presets and strict `key=value` overrides.
+
+Every tunable lives here as a named default. A preset YAML lists only what differs; a
+command-line override such as `train.epochs=3` replaces one value. Unknown keys and
+values of the wrong type are errors that name the key, so a typo never trains the
+wrong model silently. The resolved config is saved next to every result it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from carvana_seg.io_utils import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or has a value of the wrong type."""
+
+
+@dataclass
+class ExpConfig:
+    name: str = ""  # names runs/<name> and oof/<name>; default: the config file's stem
+    runs_dir: str = "runs"
+    oof_dir: str = "oof"
+
+
+@dataclass
+class DataConfig:
+    root: str = "input/synthetic"  # a folder in the Carvana layout
+    size: str = "320x480"  # training size HxW
+    folds: int = 4  # number of grouped folds
+    fold_seed: int = 42
+    folds_file: str = ""  # default: <root>/folds.csv (set it when the data folder is read-only)
+    cache_dir: str = "input/cache"  # resized uint8 images and masks, one memmap per (dataset, size)
+    use_cache: bool = True
+    num_workers: int = 2
+    augment: bool = True
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return parse_size(self.size, "data.size")
+
+    @property
+    def folds_path(self) -> Path:
+        return Path(self.folds_file) if self.folds_file else Path(self.root) / "folds.csv"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"  # a name in the model registry: unet | smp
+    # custom U-Net family
+    block: str = "plain"  # plain | se | res | res_se
+    base_channels: int = 64
+    depth: int = 4
+    upsample: str = "transpose"  # transpose | bilinear
+    bottleneck_factor: int = 1
+    se_reduction: int = 16
+    dropout: float = 0.0
+    decoder_residual: bool = False
+    in_channels: int = 3
+    classes: int = 1
+    # segmentation-models-pytorch baselines
+    arch: str = "Unet"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    schedule: str = "cosine"  # cosine | onecycle
+    loss: str = "bce_dice"  # bce_dice | lovasz | focal
+    precision: str = "no"  # no | bf16 | fp16 (accelerate mixed precision)
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    ema: float = 0.0  # EMA decay of weights; 0 disables
+    early_stop: int = 0  # epochs without improvement before stopping; 0 disables
+    seed: int = 42
+    channels_last: bool = True
+    trackers: str = "csv"  # comma list: csv, tensorboard, mlflow, wandb
+
+
+@dataclass
+class Config:
+    exp: ExpConfig = field(default_factory=ExpConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_size(text: str, key: str = "size") -> tuple[int, int]:
+    """Parse `HxW` (e.g. `320x480`) into (height, width)."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"{key}: expected HxW with positive integers (e.g. 320x480), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a field's type annotation; ints are accepted where floats are."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{key}: expected {names}, got {value!r} ({type(value).__name__})")
+
+
+def _set(cfg: Config, dotted: str, value: Any) -> None:
+    section_name, _, key = dotted.partition(".")
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if section_name not in sections or not key:
+        raise ConfigError(f"unknown config key {dotted!r}: keys look like <section>.<key>, sections: {sorted(sections)}")
+    section = getattr(cfg, section_name)
+    hints = typing.get_type_hints(type(section))
+    if key not in hints:
+        raise ConfigError(f"unknown config key {dotted!r}; {section_name} has: {', '.join(hints)}")
+    setattr(section, key, _coerce(value, hints[key], dotted))
+
+
+def _flatten(tree: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in (tree or {}).items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: top-level key {section!r} must hold a mapping of settings")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then `key=value` overrides, checked strictly."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        for key, value in _flatten(tree, str(path)).items():
+            try:
+                _set(cfg, key, value)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from err
+        if not cfg.exp.name:
+            cfg.exp.name = path.stem
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        _set(cfg, key.strip(), yaml.safe_load(text) if text.strip() else "")
+    if not cfg.exp.name:
+        cfg.exp.name = "default"
+    cfg.data.hw  # validates the size early
+    return cfg
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a Config saved by `save_config` (strict, like a YAML file)."""
+    cfg = Config()
+    for key, value in _flatten(tree, "saved config").items():
+        _set(cfg, key, value)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def read_saved_config(path: str | Path) -> Config:
+    return config_from_dict(yaml.safe_load(Path(path).read_text()))

@@ -1,0 +1,85 @@
+"""PyTorch Dataset over a resized source, with albumentations pipelines."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from torch.utils.data import Dataset
+
+# Augmentation strengths: small geometric jitter, as the cars are centred on a turntable.
+SHIFT, SCALE, ROTATE_DEG = 0.0625, 0.1, 5.0
+BRIGHTNESS = CONTRAST = SATURATION = 0.2
+HUE = 0.02
+
+
+class ResizedSource(Protocol):
+    ids: list[str]
+    hw: tuple[int, int]
+
+    def __len__(self) -> int: ...
+    def original_size(self, index: int) -> tuple[int, int]: ...
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+def build_transform(train: bool) -> A.Compose:
+    """Train: flip, small shift/scale/rotate, colour jitter. Validation and test: none."""
+    steps: list[A.BasicTransform] = []
+    if train:
+        steps += [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                translate_percent=(-SHIFT, SHIFT),
+                scale=(1 - SCALE, 1 + SCALE),
+                rotate=(-ROTATE_DEG, ROTATE_DEG),
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=0.5,
+            ),
+            A.ColorJitter(brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE, p=0.5),
+        ]
+    steps += [A.Normalize(), ToTensorV2()]
+    return A.Compose(steps)
+
+
+class SegmentationDataset(Dataset):
+    """Samples `{image, mask, index, id}`; `index` is the position in the source, so
+    predictions gathered across processes can be put back in place.
+
+    A training sample's augmentation is seeded from (seed, epoch, index): reproducible
+    whatever the number of workers or processes, identical after a resume, and different
+    across samples (so across processes under DDP) and epochs.
+    """
+
+    def __init__(self, source: ResizedSource, indices: list[int] | np.ndarray, train: bool, seed: int = 0):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.train = train
+        self.transform = build_transform(train)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch's iterator is created (workers copy the dataset then)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict:
+        index = int(self.indices[item])
+        image, mask = self.source.get(index)
+        if self.train:
+            sample_seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+            self.transform.set_random_seed(int(sample_seed))
+        if mask is None:
+            out = self.transform(image=image)
+            sample = {"image": out["image"]}
+        else:
+            out = self.transform(image=image, mask=mask)
+            sample = {"image": out["image"], "mask": out["mask"].unsqueeze(0).float()}
+        sample.update(index=torch.tensor(index), id=self.source.ids[index])
+        return sample

@@ -1,0 +1,140 @@
+"""Resized uint8 images and masks, either decoded on demand or read from an on-disk cache.
+
+Decoding a 1918x1280 JPEG + GIF at every step starves a 2-core machine, so the training
+data is resized once per (dataset, size) into numpy memmaps under `input/cache/`. The cache
+key covers every source file's size and mtime, the size and the ids, so changing any of
+them builds a new cache (and removes the stale one). Both sources give identical arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
+
+CACHE_VERSION = 1
+
+
+def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Area-average resize (the right filter for downscaling)."""
+    if image.shape[:2] == hw:
+        return image
+    return cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize a 0/1 mask by area-averaging then thresholding at one half (better than nearest)."""
+    if mask.shape == hw:
+        return mask
+    soft = cv2.resize(mask * np.uint8(255), (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+    return (soft >= 128).astype(np.uint8)
+
+
+class DecodedSource:
+    """Decode and resize each sample when asked: no disk cache."""
+
+    def __init__(self, layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], split: str = "train"):
+        self.layout, self.ids, self.hw, self.split = layout, list(ids), hw, split
+        self.with_masks = split == "train"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def original_size(self, index: int) -> tuple[int, int]:
+        return image_size(self.layout.image_path(self.ids[index], self.split))
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        image_id = self.ids[index]
+        path = self.layout.image_path(image_id, self.split)
+        full_hw = image_size(path)
+        image = resize_image(read_image(path, draft_size=(self.hw[1], self.hw[0])), self.hw)
+        mask = resize_mask(self.layout.read_mask(image_id, full_hw), self.hw) if self.with_masks else None
+        return image, mask
+
+
+class CachedSource:
+    """Memmapped arrays written once by `build_cache`; reads are page-cache fast."""
+
+    def __init__(self, folder: Path):
+        meta = json.loads((folder / "meta.json").read_text())
+        self.ids: list[str] = meta["ids"]
+        self.hw = tuple(meta["hw"])
+        self.split = meta["split"]
+        self.with_masks = meta["with_masks"]
+        self._sizes = [tuple(s) for s in meta["original_sizes"]]
+        n, (h, w) = len(self.ids), self.hw
+        self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, h, w, 3))
+        self.masks = np.memmap(folder / "masks.u8", dtype=np.uint8, mode="r", shape=(n, h, w)) if self.with_masks else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def original_size(self, index: int) -> tuple[int, int]:
+        return self._sizes[index]
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        mask = np.array(self.masks[index]) if self.masks is not None else None
+        return np.array(self.images[index]), mask
+
+
+def _source_key(layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], split: str) -> str:
+    """Hash of everything the cached arrays depend on."""
+    digest = hashlib.sha1(json.dumps([CACHE_VERSION, str(layout.root.resolve()), split, hw]).encode())
+    files = [layout.image_path(i, split) for i in ids]
+    if split == "train":
+        files += [layout.mask_path(i) for i in ids] + [layout.root / "train_masks.csv"]
+    for path in files:
+        stat = path.stat() if path.exists() else None
+        digest.update(f"{path.name}:{stat.st_size if stat else -1}:{stat.st_mtime_ns if stat else -1};".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_cache(
+    layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], cache_dir: str | Path, split: str = "train", workers: int = 2
+) -> CachedSource:
+    """Return the cache for (layout, ids, size), building it first if missing or stale."""
+    prefix = f"{layout.root.resolve().name}-{split}-{hw[0]}x{hw[1]}-"
+    folder = Path(cache_dir) / (prefix + _source_key(layout, ids, hw, split))
+    if (folder / "meta.json").is_file():
+        return CachedSource(folder)
+    for stale in Path(cache_dir).glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+    decoded = DecodedSource(layout, ids, hw, split)
+    n, (h, w) = len(ids), hw
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, h, w, 3))
+        masks = np.memmap(tmp / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, h, w)) if decoded.with_masks else None
+        sizes: list[tuple[int, int]] = [(0, 0)] * n
+
+        def fill(index: int) -> None:
+            image, mask = decoded.get(index)
+            images[index] = image
+            if masks is not None:
+                masks[index] = mask
+            sizes[index] = decoded.original_size(index)
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for _ in tqdm(pool.map(fill, range(n)), total=n, desc=f"caching {split} at {h}x{w}", leave=False):
+                pass
+        images.flush()
+        if masks is not None:
+            masks.flush()
+        meta = {"ids": ids, "hw": hw, "split": split, "with_masks": decoded.with_masks, "original_sizes": sizes}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CachedSource(folder)
