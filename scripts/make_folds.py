@@ -3,7 +3,7 @@
     python scripts/make_folds.py --config configs/demo.yaml [data.root=DIR data.folds=5] [--force]
 """
 
-from carvana_seg.cli import parse_config_args
+from carvana_seg.cli import parse_config_args, run
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 
@@ -20,4 +20,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

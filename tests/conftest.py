@@ -17,3 +17,40 @@ def real_carvana() -> Path:
     if not (REAL_CARVANA / "train_masks.csv").is_file():
         pytest.skip(f"real Carvana subset not found at {REAL_CARVANA} (optional: the project runs without it)")
     return REAL_CARVANA
+
+
+def write_tiny_layout(root: Path, cars: int = 4, angles: int = 3, hw: tuple[int, int] = (24, 36)) -> Path:
+    """A minimal Carvana-layout folder: ellipse 'cars' of varying size, GIF masks, RLE csv."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from carvana_seg.data.layout import write_mask_gif
+    from carvana_seg.rle import rle_encode
+
+    (root / "train").mkdir(parents=True)
+    (root / "train_masks").mkdir()
+    (root / "test").mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    rows = []
+    for c in range(cars):
+        for a in range(1, angles + 1):
+            image_id = f"car{c:03d}_{a:02d}"
+            radius = 0.2 + 0.05 * ((c + a) % 4)
+            mask = (((yy / hw[0] - 0.5) / radius) ** 2 + ((xx / hw[1] - 0.5) / (radius * 1.4)) ** 2 < 1).astype(np.uint8)
+            image = np.where(mask[..., None], 60, 220).astype(np.uint8) + rng.integers(0, 20, (*hw, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "train" / f"{image_id}.jpg", quality=95)
+            write_mask_gif(mask, root / "train_masks" / f"{image_id}_mask.gif")
+            rows.append((f"{image_id}.jpg", rle_encode(mask)))
+            if c == 0:
+                Image.fromarray(image).save(root / "test" / f"test{a:02d}_01.jpg", quality=95)
+    pd.DataFrame(rows, columns=["img", "rle_mask"]).to_csv(root / "train_masks.csv", index=False)
+    test_rows = [(f"test{a:02d}_01.jpg", "1 1") for a in range(1, angles + 1)]
+    pd.DataFrame(test_rows, columns=["img", "rle_mask"]).to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+
+@pytest.fixture()
+def tiny_layout(tmp_path) -> Path:
+    return write_tiny_layout(tmp_path / "tiny")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from carvana_seg.config import Config, ConfigError, load_config
+from carvana_seg.errors import PipelineError
 
 
 def parse_config_args(
@@ -29,3 +31,11 @@ def parse_config_args(
     for item in args.overrides:
         print(f"override: {item}", file=sys.stderr)
     return cfg, args
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a script's main; a user-fixable error exits with its one-line message."""
+    try:
+        main()
+    except PipelineError as err:
+        sys.exit(f"error: {err}")

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError):
     """A config file or override names an unknown key or has a value of the wrong type."""
 
 

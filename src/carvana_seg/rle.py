@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from carvana_seg.errors import PipelineError
 
-class RLEError(ValueError):
+
+class RLEError(PipelineError):
     """An RLE string is malformed: odd count, non-integers, unsorted or overlapping runs, out of bounds."""
 
 

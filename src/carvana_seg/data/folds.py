@@ -15,12 +15,13 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from tqdm.auto import tqdm
 
 from carvana_seg.data.layout import CarvanaLayout, DataError, split_id
+from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path
 
 MAX_AREA_BINS = 4
 
 
-class FoldsError(ValueError):
+class FoldsError(PipelineError):
     """The folds file is missing, inconsistent with the data, or would be overwritten."""
 
 

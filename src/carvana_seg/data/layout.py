@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from carvana_seg.errors import PipelineError
 from carvana_seg.rle import RLEError, rle_decode
 
 ID_PATTERN = re.compile(r"^(?P<car>.+)_(?P<angle>\d+)$")
 
 
-class DataError(ValueError):
+class DataError(PipelineError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file."""
 
 
@@ -76,6 +77,13 @@ def read_mask_file(path: Path) -> np.ndarray:
         return foreground.astype(np.uint8)
     present = np.flatnonzero(np.bincount(values.ravel(), minlength=256))
     raise DataError(f"mask {path}: values {present[:10].tolist()} are neither 0/1 nor 0/255")
+
+
+def write_mask_gif(mask: np.ndarray, path: Path) -> None:
+    """Write a 0/1 mask as the competition does: a palette GIF, index 0 black, 1 white."""
+    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    image.save(path, format="GIF", optimize=False)
 
 
 @dataclass(frozen=True)
@@ -137,9 +145,9 @@ class CarvanaLayout:
         raise DataError(f"no mask for {self.image_path(image_id)}: neither {path} nor a row in train_masks.csv")
 
     def mask_area(self, image_id: str) -> float:
-        """Fraction of foreground pixels; from the RLE when available (no decoding needed)."""
+        """Fraction of foreground pixels; from train_masks.csv when it has the row (no decoding)."""
         shape = image_size(self.image_path(image_id))
-        if not self.mask_path(image_id).is_file() and image_id in self.rle_masks:
+        if image_id in self.rle_masks:
             lengths = np.array(self.rle_masks[image_id].split()[1::2], dtype=np.int64)
             return float(lengths.sum()) / (shape[0] * shape[1])
         return float(self.read_mask(image_id, shape).mean())

@@ -1,0 +1,65 @@
+"""segmentation-models-pytorch baselines behind the same interface as the custom U-Net.
+
+Most smp architectures reject inputs whose sides are not multiples of the encoder's
+output stride (Carvana's 1918 is not a multiple of 32). The wrapper pads the bottom and
+right edges up to that multiple and crops the logits back, so every model accepts any
+H x W. smp is imported lazily: building a custom U-Net should not pay for importing it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from carvana_seg.config import ModelConfig
+from carvana_seg.models.registry import register_model
+
+
+def _check_names(arch: str, encoder: str) -> None:
+    """Turn smp's KeyError or timm's RuntimeError for a bad name into a ValueError listing options."""
+    import segmentation_models_pytorch as smp
+    import timm
+
+    architectures = {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+    if arch.lower() not in architectures:
+        raise ValueError(f"unknown model.arch {arch!r}; available: {', '.join(architectures.values())}")
+    if encoder.startswith("tu-"):
+        if not timm.is_model(encoder[3:]):
+            raise ValueError(f"unknown timm encoder {encoder[3:]!r} in model.encoder; see timm.list_models()")
+    elif encoder not in smp.encoders.get_encoder_names():
+        raise ValueError(
+            f"unknown model.encoder {encoder!r}; use 'tu-<timm model name>' or one of: "
+            + ", ".join(smp.encoders.get_encoder_names())
+        )
+
+
+class PaddedSmpModel(nn.Module):
+    """An smp model that takes any H x W: pad to the encoder's stride, crop the logits back."""
+
+    def __init__(
+        self, arch: str, encoder: str, encoder_weights: str | None, in_channels: int, classes: int
+    ) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        _check_names(arch, encoder)
+        self.model = smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=classes
+        )
+        # The same condition smp's own check_input_shape applies.
+        self.divisor = self.model.encoder.output_stride if self.model.requires_divisible_input_shape else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.divisor, -width % self.divisor
+        if pad_h or pad_w:
+            # Reflection keeps image statistics at the border; it needs pad < side, tiny inputs replicate.
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        return self.model(x)[..., :height, :width]
+
+
+@register_model("smp")
+def smp_model(cfg: ModelConfig) -> PaddedSmpModel:
+    return PaddedSmpModel(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.in_channels, cfg.classes)

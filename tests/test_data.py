@@ -1,0 +1,99 @@
+"""Data layer: reading the layout, loud errors for bad files, the resize cache, the dataset."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from carvana_seg.data.dataset import SegmentationDataset
+from carvana_seg.data.layout import CarvanaLayout, DataError, read_mask_file, split_id, write_mask_gif
+from carvana_seg.data.sources import DecodedSource, build_cache
+
+
+def test_ids_cars_angles_and_masks(tiny_layout):
+    layout = CarvanaLayout(tiny_layout)
+    assert len(layout.train_ids) == 12 and layout.train_ids[0] == "car000_01"
+    assert split_id("00087a6bd4dc_16") == ("00087a6bd4dc", 16)
+    mask = layout.read_mask("car001_02")
+    assert mask.shape == (24, 36) and set(np.unique(mask)) == {0, 1}
+    assert layout.test_ids == ["test01_01", "test02_01", "test03_01"]
+
+
+def test_masks_from_rle_when_gifs_are_absent(tiny_layout):
+    layout = CarvanaLayout(tiny_layout)
+    from_gif = layout.read_mask("car002_03")
+    for gif in (tiny_layout / "train_masks").iterdir():
+        gif.unlink()
+    (tiny_layout / "train_masks").rmdir()
+    assert np.array_equal(CarvanaLayout(tiny_layout).read_mask("car002_03"), from_gif)
+
+
+def test_single_channel_0_255_masks_accepted(tmp_path):
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1:3, 2:4] = 255
+    Image.fromarray(mask, mode="L").save(tmp_path / "m.gif")
+    assert read_mask_file(tmp_path / "m.gif").sum() == 4
+
+
+def test_bad_mask_values_name_the_file(tmp_path):
+    write_mask_gif(np.full((4, 5), 7, np.uint8), tmp_path / "m_mask.gif")
+    with pytest.raises(DataError, match=r"m_mask.gif: values \[7\] are neither 0/1 nor 0/255"):
+        read_mask_file(tmp_path / "m_mask.gif")
+
+
+def test_missing_mask_is_an_error_not_a_skip(tiny_layout):
+    (tiny_layout / "train_masks" / "car001_01_mask.gif").unlink()
+    (tiny_layout / "train_masks.csv").unlink()
+    with pytest.raises(DataError, match="no mask for .*car001_01.jpg"):
+        CarvanaLayout(tiny_layout).read_mask("car001_01")
+
+
+def test_unreadable_image_names_the_file(tiny_layout):
+    (tiny_layout / "train" / "car003_02.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="car003_02.jpg"):
+        DecodedSource(CarvanaLayout(tiny_layout), ["car003_02"], (12, 18)).get(0)
+
+
+def test_size_mismatch_names_the_mask(tiny_layout):
+    write_mask_gif(np.zeros((10, 10), np.uint8), tiny_layout / "train_masks" / "car000_02_mask.gif")
+    with pytest.raises(DataError, match="car000_02_mask.gif is 10x10 but its image is 36x24"):
+        CarvanaLayout(tiny_layout).read_mask("car000_02")
+
+
+def test_cache_matches_decoding_and_is_invalidated(tiny_layout, tmp_path):
+    layout = CarvanaLayout(tiny_layout)
+    ids, hw = layout.train_ids, (12, 18)
+    cached = build_cache(layout, ids, hw, tmp_path / "cache")
+    decoded = DecodedSource(layout, ids, hw)
+    for i in range(len(ids)):
+        (ci, cm), (di, dm) = cached.get(i), decoded.get(i)
+        assert np.array_equal(ci, di) and np.array_equal(cm, dm)
+    assert cached.original_size(0) == (24, 36)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+    assert build_cache(layout, ids, hw, tmp_path / "cache").ids == ids  # reused, not rebuilt
+    mask_path = tiny_layout / "train_masks" / "car000_01_mask.gif"
+    write_mask_gif(np.ones((24, 36), np.uint8), mask_path)
+    stamp = time.time() + 5
+    os.utime(mask_path, (stamp, stamp))
+    rebuilt = build_cache(layout, ids, hw, tmp_path / "cache")
+    assert rebuilt.get(0)[1].all()  # the changed mask is seen
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the stale cache is gone
+
+
+def test_dataset_samples_and_seeded_augmentation(tiny_layout):
+    source = DecodedSource(CarvanaLayout(tiny_layout), CarvanaLayout(tiny_layout).train_ids, (16, 24))
+    val = SegmentationDataset(source, [3, 5], train=False)
+    sample = val[1]
+    assert sample["image"].shape == (3, 16, 24) and sample["mask"].shape == (1, 16, 24)
+    assert int(sample["index"]) == 5 and sample["id"] == source.ids[5]
+
+    train = SegmentationDataset(source, list(range(12)), train=True, seed=1)
+    epoch0 = [train[i]["image"] for i in range(12)]
+    assert all((a == b).all() for a, b in zip(epoch0, [train[i]["image"] for i in range(12)]))
+    train.set_epoch(1)
+    assert any((a != b).any() for a, b in zip(epoch0, [train[i]["image"] for i in range(12)]))

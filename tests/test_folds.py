@@ -1,0 +1,61 @@
+"""Folds: grouped by car, stratified where possible, stable, and never silently replaced."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from carvana_seg.data.folds import FoldsError, make_folds, read_folds, write_folds
+from carvana_seg.data.layout import CarvanaLayout
+
+
+def test_no_car_crosses_folds_on_real_data(real_carvana):
+    folds = make_folds(CarvanaLayout(real_carvana), n_folds=4, seed=42)
+    assert len(folds) == 768
+    assert (folds.groupby("car")["fold"].nunique() == 1).all()
+    assert sorted(folds.groupby("fold")["car"].nunique().tolist()) == [12, 12, 12, 12]
+
+
+def test_seeded_and_stable(tiny_layout):
+    layout = CarvanaLayout(tiny_layout)
+    a, b = make_folds(layout, 2, seed=3), make_folds(layout, 2, seed=3)
+    assert a.equals(b)
+    assert (a.groupby("car")["fold"].nunique() == 1).all()
+
+
+def test_refuses_to_replace_a_different_split(tiny_layout, tmp_path):
+    layout = CarvanaLayout(tiny_layout)
+    path = tmp_path / "folds.csv"
+    folds = make_folds(layout, 2, seed=0)
+    assert write_folds(folds, path) is True
+    assert write_folds(folds, path) is False  # identical: left alone
+    other = folds.assign(fold=1 - folds["fold"])
+    with pytest.raises(FoldsError, match="--force"):
+        write_folds(other, path)
+    assert pd.read_csv(path).equals(folds)
+    assert write_folds(other, path, force=True) is True
+    assert read_folds(path, layout, 2)["fold"].tolist() == other["fold"].tolist()
+
+
+def test_read_folds_checks_coverage(tiny_layout, tmp_path):
+    layout = CarvanaLayout(tiny_layout)
+    path = tmp_path / "folds.csv"
+    make_folds(layout, 2, seed=0).iloc[1:].to_csv(path, index=False)
+    with pytest.raises(FoldsError, match="missing \\['car000_01'\\]"):
+        read_folds(path, layout, 2)
+    with pytest.raises(FoldsError, match="config asks for 3"):
+        make_folds(layout, 2, seed=0).to_csv(path, index=False)
+        read_folds(path, layout, 3)
+
+
+def test_make_folds_script(tiny_layout):
+    cmd = [sys.executable, "scripts/make_folds.py", f"data.root={tiny_layout}", "data.folds=2"]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "wrote" in first.stdout and (tiny_layout / "folds.csv").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "unchanged" in again.stdout
+    changed = subprocess.run(cmd[:-1] + ["data.folds=3"], capture_output=True, text=True)
+    assert changed.returncode != 0 and "\nerror: " in changed.stderr and "--force" in changed.stderr and "Traceback" not in changed.stderr
