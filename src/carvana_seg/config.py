@@ -123,6 +123,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and isinstance(value, str):  # YAML 1.1 reads `1e30` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     names = " | ".join(getattr(o, "__name__", str(o)) for o in options)

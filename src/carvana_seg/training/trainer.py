@@ -1,0 +1,294 @@
+"""Train one fold with Hugging Face Accelerate and write its out-of-fold predictions.
+
+The same code runs on one CPU process, on a GPU with AMP, or under DDP
+(`accelerate launch`, `torchrun`). Read `train_fold` top to bottom: build, then per epoch
+train, validate on the fold's held-out cars, keep the best, save a resumable state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from carvana_seg.config import Config, ConfigError
+from carvana_seg.data.dataset import SegmentationDataset
+from carvana_seg.data.folds import read_folds
+from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache
+from carvana_seg.errors import PipelineError
+from carvana_seg.io_utils import atomic_write_text
+from carvana_seg.models import build_model, save_checkpoint
+from carvana_seg.models.stats import count_parameters
+from carvana_seg.training.losses import build_loss
+from carvana_seg.training.metrics import HALF, dice_by_level, dice_per_image
+from carvana_seg.training.oof import OOF, original_size_histograms
+from carvana_seg.training.paths import ExperimentPaths
+from carvana_seg.training.tracking import build_trackers, plot_learning_curve
+
+ONECYCLE_WARMUP_FRACTION, ONECYCLE_START_DIV, ONECYCLE_END_DIV = 0.3, 25.0, 1e4
+
+
+class NonFiniteLossError(PipelineError):
+    """The loss became NaN or infinite: the run stops instead of training on garbage."""
+
+
+@dataclass
+class TrainerState:
+    """What a resumed run needs beyond accelerate's own state (model, optimizer, scheduler, RNG)."""
+
+    epoch: int = 0  # epochs completed
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best, for early stopping
+    train_seconds: float = 0.0
+    train_images: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base LR at an optimizer step: warmup, then cosine decay."""
+    if schedule == "onecycle":
+        warmup_steps = max(1, int(ONECYCLE_WARMUP_FRACTION * total_steps))
+        start, end = 1 / ONECYCLE_START_DIV, 1 / ONECYCLE_END_DIV
+    elif schedule == "cosine":
+        start, end = 0.0, 0.0
+    else:
+        raise ConfigError(f"train.schedule: unknown schedule {schedule!r}; available: cosine, onecycle")
+    if step < warmup_steps:
+        return start + (1 - start) * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fold_data(cfg: Config, fold: int, accelerator: Accelerator) -> tuple[CarvanaLayout, CachedSource | DecodedSource, np.ndarray, np.ndarray]:
+    """The dataset's resized source and the fold's train / validation indices into it."""
+    layout = CarvanaLayout(cfg.data.root)
+    folds = read_folds(cfg.data.folds_path, layout, cfg.data.folds)
+    if not 0 <= fold < cfg.data.folds:
+        raise ConfigError(f"--fold {fold}: must be in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})")
+    ids = folds["img"].tolist()
+    with accelerator.main_process_first():  # one process builds the cache, the others reuse it
+        if cfg.data.use_cache:
+            source = build_cache(layout, ids, cfg.data.hw, cfg.data.cache_dir, workers=max(1, cfg.data.num_workers))
+        else:
+            source = DecodedSource(layout, ids, cfg.data.hw)
+    is_val = (folds["fold"] == fold).to_numpy()
+    return layout, source, np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (uint8 levels) and source indices of every sample, gathered on all processes.
+
+    `gather_for_metrics` drops the samples the distributed sampler repeats to even out the
+    last batch, so each image appears exactly once.
+    """
+    model.eval()
+    indices, probs = [], []
+    with torch.no_grad():
+        for batch in loader:
+            images = batch["image"]
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            levels = (torch.sigmoid(model(images).float()[:, 0]) * 255).round().to(torch.uint8)
+            index, levels = accelerator.gather_for_metrics((batch["index"], levels))
+            indices.append(index.cpu().numpy())
+            probs.append(levels.cpu().numpy())
+    return np.concatenate(indices), np.concatenate(probs)
+
+
+def save_resume_state(accelerator: Accelerator, state: TrainerState, state_root: Path) -> None:
+    """Save accelerate's state plus ours to state/epoch<N>; `latest.json` names the newest
+    complete one, written last, so a crash mid-save never leaves a stale or partial pick."""
+    target = state_root / f"epoch{state.epoch:04d}"
+    accelerator.save_state(str(target))
+    if accelerator.is_main_process:
+        atomic_write_text(target / "trainer_state.json", json.dumps(state.__dict__))
+        atomic_write_text(state_root / "latest.json", json.dumps({"epoch": state.epoch, "dir": target.name}))
+        for old in state_root.glob("epoch*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_resume_state(accelerator: Accelerator, state_root: Path) -> TrainerState | None:
+    latest = state_root / "latest.json"
+    if not latest.is_file():
+        return None
+    target = state_root / json.loads(latest.read_text())["dir"]
+    accelerator.load_state(str(target))
+    return TrainerState(**json.loads((target / "trainer_state.json").read_text()))
+
+
+def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: int | None = None) -> dict:
+    """Train one fold; returns its scores (also written to oof/<exp>/fold<k>.json)."""
+    paths = ExperimentPaths.of(cfg)
+    fold_dir, state_root = paths.fold_dir(fold), paths.state_dir(fold)
+    previous = json.loads((state_root / "latest.json").read_text())["epoch"] if resume and (state_root / "latest.json").is_file() else -1
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.precision,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        log_with=build_trackers(cfg.train.trackers, fold_dir, keep_through_step=previous),
+        project_dir=str(fold_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=True),
+    )
+    set_seed(cfg.train.seed)
+    if accelerator.is_main_process:
+        paths.claim(cfg)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+    layout, source, train_idx, val_idx = fold_data(cfg, fold, accelerator)
+
+    # ---- data, model, optimizer, schedule --------------------------------------------
+    loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+    train_set = SegmentationDataset(source, train_idx, train=cfg.data.augment, seed=cfg.train.seed)
+    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_idx) >= cfg.train.batch_size, **loader_args)
+    val_loader = DataLoader(SegmentationDataset(source, val_idx, train=False), shuffle=False, **loader_args)
+    model = build_model(cfg.model)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    n_params = count_parameters(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    # Sized from the un-prepared loader: accelerate steps a prepared scheduler once per process.
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.grad_accum)
+    total_steps, warmup_steps = cfg.train.epochs * steps_per_epoch, max(1, int(cfg.train.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, cfg.train.schedule)
+    )
+    criterion = build_loss(cfg.train.loss)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler)
+    ema = None
+    if cfg.train.ema > 0:
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
+        accelerator.register_for_checkpointing(ema)
+
+    state = TrainerState()
+    if resume:
+        state = load_resume_state(accelerator, state_root) or state
+        accelerator.print(f"resuming {cfg.exp.name} fold {fold} after epoch {state.epoch}" if state.epoch else f"no saved state in {state_root}: starting from epoch 1")
+    accelerator.init_trackers(f"{cfg.exp.name}-fold{fold}", config={"fold": fold, "exp": cfg.exp.name})
+    accelerator.print(
+        f"{cfg.exp.name} fold {fold}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.data.size}, "
+        f"{n_params:,} parameters, {accelerator.num_processes} process(es) on {accelerator.device}"
+    )
+
+    val_truth = np.stack([source.get(int(i))[1] for i in val_idx])
+    val_position = {int(i): k for k, i in enumerate(val_idx)}
+    last_epoch = cfg.train.epochs if stop_after_epoch is None else min(cfg.train.epochs, stop_after_epoch)
+    for epoch in range(state.epoch + 1, last_epoch + 1):
+        # ---- train one epoch ---------------------------------------------------------
+        model.train()
+        train_set.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        losses, seen, start = [], 0, time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not accelerator.is_local_main_process, leave=False)
+        for step, batch in enumerate(bar):
+            images = batch["image"]
+            if cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with accelerator.accumulate(model):
+                loss = criterion(model(images).float(), batch["mask"])
+                mean_loss = accelerator.reduce(loss.detach(), "mean")
+                if not torch.isfinite(mean_loss):
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({mean_loss.item()}) at epoch {epoch}, step {step + 1} of "
+                        f"{cfg.exp.name} fold {fold}: lower train.lr, raise train.grad_clip, or use train.precision=no"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if ema is not None and accelerator.sync_gradients:
+                ema.update_parameters(accelerator.unwrap_model(model))
+            losses.append(mean_loss.item())
+            seen += len(images) * accelerator.num_processes
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
+        epoch_seconds = time.perf_counter() - start
+        state.train_seconds += epoch_seconds
+        state.train_images += seen
+
+        # ---- validate on the held-out cars --------------------------------------------
+        eval_model = ema.module if ema is not None else model
+        indices, probs = predict_loader(eval_model, val_loader, accelerator, cfg.train.channels_last)
+        if sorted(indices.tolist()) != sorted(val_position):
+            raise RuntimeError(f"validation gathered {len(indices)} predictions for {len(val_position)} images")
+        order = np.argsort([val_position[int(i)] for i in indices])
+        probs = probs[order]
+        val_dice = float(dice_per_image(probs >= HALF, val_truth).mean())
+        improved = val_dice > state.best_dice
+        if improved:
+            state.best_dice, state.best_epoch, state.bad_epochs = val_dice, epoch, 0
+            if accelerator.is_main_process:
+                save_checkpoint(accelerator.unwrap_model(eval_model), cfg, fold_dir)
+                sizes = np.array([source.original_size(int(i)) for i in val_idx])
+                OOF(np.array(source.ids)[val_idx], probs, sizes).save(paths.oof_npz(fold))
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        row = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_dice": val_dice,
+            "lr": scheduler.get_last_lr()[0],
+            "images_per_s": seen / epoch_seconds,
+        }
+        state.history.append(row)
+        accelerator.log(row, step=epoch)
+        accelerator.print(
+            f"epoch {epoch}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  val Dice {val_dice:.4f}"
+            f"{'  *best*' if improved else ''}  {row['images_per_s']:.1f} img/s"
+        )
+        if accelerator.is_main_process:
+            plot_learning_curve(fold_dir / "metrics.csv", fold_dir / "learning_curve.png", f"{cfg.exp.name} fold {fold}")
+        save_resume_state(accelerator, state, state_root)
+        if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
+            accelerator.print(f"early stop: no improvement for {state.bad_epochs} epochs")  # same decision on every process
+            break
+
+    finished = state.epoch >= cfg.train.epochs or bool(cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop)
+    scores = {}
+    if not finished:
+        accelerator.print(f"stopped after epoch {state.epoch}; continue with --resume")
+    elif accelerator.is_main_process:
+        scores = score_fold(cfg, fold, layout, state, n_params, accelerator.num_processes)
+        accelerator.print(
+            f"{cfg.exp.name} fold {fold}: Dice {scores['dice_train_res']:.4f} at {cfg.data.size}, "
+            f"{scores['dice']:.4f} at original size (best epoch {state.best_epoch})"
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # also ends the process group under DDP
+    return scores
+
+
+def score_fold(cfg: Config, fold: int, layout: CarvanaLayout, state: TrainerState, n_params: int, processes: int) -> dict:
+    """Score the best epoch's OOF at original resolution and write oof/<exp>/fold<k>.json."""
+    paths = ExperimentPaths.of(cfg)
+    oof = OOF.load(paths.oof_npz(fold))
+    positive, negative = original_size_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
+    scores = {
+        "exp": cfg.exp.name,
+        "fold": fold,
+        "images": len(oof.ids),
+        "dice": float(dice_by_level(positive, negative)[:, HALF].mean()),
+        "dice_train_res": state.best_dice,
+        "best_epoch": state.best_epoch,
+        "epochs": state.epoch,
+        "parameters": n_params,
+        "train_images_per_s": state.train_images / max(state.train_seconds, 1e-9),
+        "train_seconds": state.train_seconds,
+        "processes": processes,
+    }
+    atomic_write_text(paths.oof_json(fold), json.dumps(scores, indent=2))
+    return scores

@@ -1,0 +1,115 @@
+"""K-fold training: a fold end to end, exact OOF under DDP, resume, loud failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+from carvana_seg.config import ConfigError, load_config
+from carvana_seg.data.folds import make_folds, write_folds
+from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.training.oof import OOF
+from carvana_seg.training.trainer import NonFiniteLossError, train_fold
+
+from conftest import write_tiny_layout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = write_tiny_layout(tmp_path_factory.mktemp("train") / "data", cars=4, angles=4, hw=(48, 72))
+    write_folds(make_folds(CarvanaLayout(root), 2, seed=0), root / "folds.csv")
+    return root
+
+
+def tiny_config(tmp_path: Path, data_root: Path, *overrides: str):
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.root={data_root}", f"data.cache_dir={tmp_path / 'cache'}", f"exp.runs_dir={tmp_path / 'runs'}",
+         f"exp.oof_dir={tmp_path / 'oof'}", *overrides],
+    )
+
+
+def test_one_epoch_fold_end_to_end(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root, "train.epochs=1")
+    scores = train_fold(cfg, fold=0)
+    fold_dir = tmp_path / "runs" / "tiny" / "fold0"
+    for name in ("model.safetensors", "metrics.csv", "learning_curve.png", "state/latest.json"):
+        assert (fold_dir / name).is_file(), name
+    assert (tmp_path / "runs" / "tiny" / "config.yaml").is_file()
+    oof = OOF.load(tmp_path / "oof" / "tiny" / "fold0.npz")
+    folds = pd.read_csv(data_root / "folds.csv")
+    assert sorted(oof.ids.tolist()) == sorted(folds.loc[folds.fold == 0, "img"])
+    assert oof.probs.shape == (8, 64, 96) and oof.probs.dtype == np.uint8
+    assert (oof.original_sizes == [48, 72]).all()
+    written = json.loads((tmp_path / "oof" / "tiny" / "fold0.json").read_text())
+    assert written == scores and 0 <= scores["dice"] <= 1 and scores["images"] == 8
+    assert len(pd.read_csv(fold_dir / "metrics.csv")) == 1
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, data_root):
+    full = tiny_config(tmp_path, data_root, "exp.name=full")
+    train_fold(full, fold=1)
+    sliced = tiny_config(tmp_path, data_root, "exp.name=sliced")
+    assert train_fold(sliced, fold=1, stop_after_epoch=1) == {}
+    assert not (tmp_path / "oof" / "sliced" / "fold1.json").exists()
+    train_fold(sliced, fold=1, resume=True)
+
+    def final_weights(exp):
+        return load_file(tmp_path / "runs" / exp / "fold1" / "state" / "epoch0002" / "model.safetensors")
+
+    a, b = final_weights("full"), final_weights("sliced")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    metrics = [pd.read_csv(tmp_path / "runs" / e / "fold1" / "metrics.csv") for e in ("full", "sliced")]
+    assert len(metrics[1]) == 2
+    np.testing.assert_allclose(metrics[0][["train_loss", "val_dice"]], metrics[1][["train_loss", "val_dice"]], rtol=1e-5)
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root, "train.lr=1e30", "train.grad_clip=0", "train.warmup_epochs=0")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 1, step \d+"):
+        train_fold(cfg, fold=0)
+
+
+def test_changed_config_under_same_name_is_refused(tmp_path, data_root):
+    train_fold(tiny_config(tmp_path, data_root, "train.epochs=1"), fold=0)
+    with pytest.raises(ConfigError, match=r"train.lr: 0.003 -> 0.01"):
+        train_fold(tiny_config(tmp_path, data_root, "train.epochs=1", "train.lr=0.01"), fold=1)
+
+
+def test_cli_config_error_names_the_key(tmp_path, data_root):
+    result = subprocess.run(
+        [sys.executable, "scripts/train_fold.py", "--config", "configs/tiny.yaml", "--fold", "0", "train.epochz=1"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "train.epochz" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_oof_has_every_validation_image_once(tmp_path, data_root):
+    """2 processes (gloo on CPU) write the same OOF id set as 1 process, each id once."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    args = ["--config", "configs/tiny.yaml", "--fold", "0", f"data.root={data_root}", "train.epochs=1",
+            "train.batch_size=3", f"data.cache_dir={tmp_path / 'cache'}", f"exp.runs_dir={tmp_path / 'runs'}",
+            f"exp.oof_dir={tmp_path / 'oof'}"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([torchrun, "--nproc_per_node", "2", "scripts/train_fold.py", *args, "exp.name=ddp"],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "scripts/train_fold.py", *args, "exp.name=single"],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    ddp, single = (OOF.load(tmp_path / "oof" / e / "fold0.npz") for e in ("ddp", "single"))
+    assert len(ddp.ids) == len(set(ddp.ids.tolist())) == 8  # 8 images over 2 ranks x batch 3: padding dropped
+    assert sorted(ddp.ids.tolist()) == sorted(single.ids.tolist())
+    assert json.loads((tmp_path / "oof" / "ddp" / "fold0.json").read_text())["processes"] == 2
