@@ -7,6 +7,7 @@ exact Dice at every threshold (see metrics.py) for tuning without another pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,20 +40,29 @@ class OOF:
 
 
 def upsample_probs(prob_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of uint8 probability levels to (height, width)."""
+    """Bilinear resizing of uint8 probability levels to (height, width)."""
     if prob_u8.shape == tuple(size):
         return prob_u8
     return cv2.resize(prob_u8, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
 
 
-def original_size_histograms(oof: OOF, layout: CarvanaLayout, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image (positive, negative) level histograms at original resolution: (N, 256) each."""
+def original_size_histograms(
+    ids: np.ndarray, sizes: np.ndarray, probs_at: Callable[[int, tuple[int, int]], np.ndarray], layout: CarvanaLayout, workers: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (positive, negative) level histograms at original resolution: (N, 256) each.
+
+    `probs_at(i, size)` gives image i's uint8 probability levels at its original size.
+    """
 
     def one(i: int) -> tuple[np.ndarray, np.ndarray]:
-        size = tuple(int(s) for s in oof.original_sizes[i])
-        mask = layout.read_mask(str(oof.ids[i]), size)
-        return level_histograms(upsample_probs(oof.probs[i], size), mask)
+        size = (int(sizes[i][0]), int(sizes[i][1]))
+        return level_histograms(probs_at(i, size), layout.read_mask(str(ids[i]), size))
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        pairs = list(tqdm(pool.map(one, range(len(oof.ids))), total=len(oof.ids), desc="scoring at original size", leave=False))
+        pairs = list(tqdm(pool.map(one, range(len(ids))), total=len(ids), desc="scoring at original size", leave=False))
     return np.stack([p for p, _ in pairs]), np.stack([n for _, n in pairs])
+
+
+def oof_histograms(oof: OOF, layout: CarvanaLayout, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Original-resolution histograms of one OOF set."""
+    return original_size_histograms(oof.ids, oof.original_sizes, lambda i, size: upsample_probs(oof.probs[i], size), layout, workers)

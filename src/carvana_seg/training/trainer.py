@@ -28,12 +28,13 @@ from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache
 from carvana_seg.errors import PipelineError
+from carvana_seg.inference.tta import predict_probs, to_levels
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models import build_model, save_checkpoint
 from carvana_seg.models.stats import count_parameters
 from carvana_seg.training.losses import build_loss
 from carvana_seg.training.metrics import HALF, dice_by_level, dice_per_image
-from carvana_seg.training.oof import OOF, original_size_histograms
+from carvana_seg.training.oof import OOF, oof_histograms
 from carvana_seg.training.paths import ExperimentPaths
 from carvana_seg.training.tracking import build_trackers, plot_learning_curve
 
@@ -88,7 +89,7 @@ def fold_data(cfg: Config, fold: int, accelerator: Accelerator) -> tuple[Carvana
     return layout, source, np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
+def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (uint8 levels) and source indices of every sample, gathered on all processes.
 
     `gather_for_metrics` drops the samples the distributed sampler repeats to even out the
@@ -96,15 +97,11 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
     """
     model.eval()
     indices, probs = [], []
-    with torch.no_grad():
-        for batch in loader:
-            images = batch["image"]
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            levels = (torch.sigmoid(model(images).float()[:, 0]) * 255).round().to(torch.uint8)
-            index, levels = accelerator.gather_for_metrics((batch["index"], levels))
-            indices.append(index.cpu().numpy())
-            probs.append(levels.cpu().numpy())
+    for batch in loader:
+        levels = to_levels(predict_probs(model, batch["image"], views))
+        index, levels = accelerator.gather_for_metrics((batch["index"], levels))
+        indices.append(index.cpu().numpy())
+        probs.append(levels.cpu().numpy())
     return np.concatenate(indices), np.concatenate(probs)
 
 
@@ -221,7 +218,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
 
         # ---- validate on the held-out cars --------------------------------------------
         eval_model = ema.module if ema is not None else model
-        indices, probs = predict_loader(eval_model, val_loader, accelerator, cfg.train.channels_last)
+        indices, probs = predict_loader(eval_model, val_loader, accelerator, views=["identity"])
         if sorted(indices.tolist()) != sorted(val_position):
             raise RuntimeError(f"validation gathered {len(indices)} predictions for {len(val_position)} images")
         order = np.argsort([val_position[int(i)] for i in indices])
@@ -276,7 +273,7 @@ def score_fold(cfg: Config, fold: int, layout: CarvanaLayout, state: TrainerStat
     """Score the best epoch's OOF at original resolution and write oof/<exp>/fold<k>.json."""
     paths = ExperimentPaths.of(cfg)
     oof = OOF.load(paths.oof_npz(fold))
-    positive, negative = original_size_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
+    positive, negative = oof_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
     scores = {
         "exp": cfg.exp.name,
         "fold": fold,

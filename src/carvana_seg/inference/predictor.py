@@ -1,0 +1,68 @@
+"""Load an experiment's fold models and predict resized images with TTA (one process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from carvana_seg.config import Config, read_saved_config
+from carvana_seg.data.dataset import SegmentationDataset
+from carvana_seg.data.folds import read_folds
+from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.data.sources import build_cache
+from carvana_seg.errors import PipelineError
+from carvana_seg.inference.tta import predict_probs, to_levels
+from carvana_seg.models import load_checkpoint
+from carvana_seg.training.oof import OOF
+from carvana_seg.training.paths import ExperimentPaths
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def experiment_config(exp: str, runs_dir: str | Path = "runs") -> Config:
+    """The resolved config an experiment was trained with (runs/<exp>/config.yaml)."""
+    path = Path(runs_dir) / exp / "config.yaml"
+    if not path.is_file():
+        raise PipelineError(f"experiment {exp!r}: {path} not found (train it with scripts/train_cv.py first)")
+    return read_saved_config(path)
+
+
+def load_fold_model(cfg: Config, fold: int, device: torch.device) -> torch.nn.Module:
+    path = ExperimentPaths.of(cfg).fold_dir(fold) / "model.safetensors"
+    if not path.is_file():
+        raise PipelineError(f"{cfg.exp.name} fold {fold}: no weights at {path}")
+    model, _ = load_checkpoint(path, device=device)
+    return model.to(memory_format=torch.channels_last).eval()
+
+
+def predict_dataset(model: torch.nn.Module, dataset: SegmentationDataset, views: list[str], batch_size: int, device: torch.device) -> np.ndarray:
+    """uint8 probability levels for every sample of `dataset`, in its order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    out = []
+    for batch in tqdm(loader, desc="predicting", leave=False):
+        out.append(to_levels(predict_probs(model, batch["image"].to(device, non_blocking=True), views)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def oof_with_tta(cfg: Config, fold: int, views: list[str], tta_name: str) -> OOF:
+    """The fold's validation predictions under TTA, cached beside the plain OOF file."""
+    paths = ExperimentPaths.of(cfg)
+    cached = paths.oof_dir / f"fold{fold}.tta-{tta_name}.npz"
+    weights = paths.fold_dir(fold) / "model.safetensors"
+    if cached.is_file() and weights.is_file() and cached.stat().st_mtime >= weights.stat().st_mtime:
+        return OOF.load(cached)
+    layout = CarvanaLayout(cfg.data.root)
+    folds = read_folds(cfg.data.folds_path, layout, cfg.data.folds)
+    source = build_cache(layout, folds["img"].tolist(), cfg.data.hw, cfg.data.cache_dir)
+    val_idx = np.flatnonzero((folds["fold"] == fold).to_numpy())
+    device = default_device()
+    probs = predict_dataset(load_fold_model(cfg, fold, device), SegmentationDataset(source, val_idx, train=False), views, cfg.train.batch_size, device)
+    oof = OOF(np.array(source.ids)[val_idx], probs, np.array([source.original_size(int(i)) for i in val_idx]))
+    oof.save(cached)
+    return oof

@@ -1,0 +1,55 @@
+"""Test-time augmentation: predict on transformed copies, undo the transform, average
+the probabilities (after the sigmoid, so each view counts as a calibrated vote).
+
+A TTA spec is a comma list of views besides the identity: `none`, `hflip`, and scales
+such as `scale0.75`. `hflip,scale1.25` predicts the identity, the mirror and a 1.25x upscale.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+
+from carvana_seg.config import ConfigError
+
+SCALE_VIEW = re.compile(r"^scale(\d+(?:\.\d+)?)$")
+
+
+def parse_tta(spec: str) -> list[str]:
+    """`hflip,scale0.75` -> ['identity', 'hflip', 'scale0.75'] (checked)."""
+    views = ["identity"]
+    for view in filter(None, (v.strip() for v in spec.split(","))):
+        if view == "none":
+            continue
+        if view != "hflip" and not SCALE_VIEW.match(view):
+            raise ConfigError(f"TTA view {view!r}: use none, hflip or scale<factor> (e.g. scale0.75)")
+        if view not in views:
+            views.append(view)
+    return views
+
+
+def _predict_view(model: torch.nn.Module, images: torch.Tensor, view: str) -> torch.Tensor:
+    if view == "identity":
+        return torch.sigmoid(model(images).float())
+    if view == "hflip":
+        return torch.sigmoid(model(images.flip(-1)).float()).flip(-1)
+    factor = float(SCALE_VIEW.match(view)[1])
+    size = images.shape[-2:]
+    scaled = F.interpolate(images, scale_factor=factor, mode="bilinear", align_corners=False)
+    probs = torch.sigmoid(model(scaled).float())
+    return F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str]) -> torch.Tensor:
+    """Mean foreground probability over the views: (B, H, W) float in [0, 1]."""
+    images = images.contiguous(memory_format=torch.channels_last)
+    total = sum(_predict_view(model, images, view)[:, 0] for view in views)
+    return total / len(views)
+
+
+def to_levels(probs: torch.Tensor) -> torch.Tensor:
+    """Probabilities -> uint8 levels round(p * 255), the form OOF and blends are stored in."""
+    return (probs * 255).round().to(torch.uint8)
