@@ -1,0 +1,37 @@
+"""Predict the test set with a tuned recipe and write a validated submission CSV.
+
+    python scripts/predict.py --recipe submissions/NAME.recipe.json [data.root=DIR] [--gzip]
+    accelerate launch --num_processes 2 scripts/predict.py --recipe ...   (shards the test set)
+
+Interrupted, the same command resumes; the CSV appears only when complete and valid.
+"""
+
+import argparse
+
+from carvana_seg.cli import run
+from carvana_seg.inference.submit import CHUNK_IMAGES, predict_submission
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--out", default=None, help="default: submissions/<name>.csv")
+    parser.add_argument("--gzip", action="store_true", help="write <name>.csv.gz")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="decoding and encoding workers")
+    parser.add_argument("--chunk-images", type=int, default=CHUNK_IMAGES, help="images per resumable chunk")
+    parser.add_argument("overrides", nargs="*", metavar="data.root=DIR", help="predict another Carvana-layout folder")
+    args = parser.parse_intermixed_args()
+    data_root = None
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if key != "data.root" or not value:
+            parser.exit(2, f"config error: predict takes only data.root=DIR, got {item!r}\n")
+        data_root = value
+    out = predict_submission(args.recipe, data_root, args.out, args.gzip, args.batch_size, args.workers, args.chunk_images)
+    if out is not None:
+        print(f"submission written and validated: {out}")
+
+
+if __name__ == "__main__":
+    run(main)

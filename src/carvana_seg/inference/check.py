@@ -1,0 +1,54 @@
+"""Validate a submission file against the sample submission before it is uploaded."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from pathlib import Path
+
+from carvana_seg.rle import RLEError, rle_runs
+
+HEADER = ["img", "rle_mask"]
+MAX_REPORTED = 10
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """Plain or gzip-compressed CSV, told apart by the gzip magic bytes, not the name."""
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", newline="") if compressed else open(path, newline="")
+
+
+def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int, int] = (1280, 1918)) -> list[str]:
+    """Every problem found (empty when the file is valid): header, row count, ids and order
+    identical to the sample, and each RLE well formed for an image of `image_size` (H, W)."""
+    path, sample = Path(path), Path(sample)
+    if not path.is_file():
+        return [f"{path}: file not found"]
+    with _open_text(sample) as handle:
+        expected = [row[0] for row in list(csv.reader(handle))[1:]]
+    problems: list[str] = []
+    with _open_text(path) as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header != HEADER:
+            problems.append(f"{path}: header {header}, expected {HEADER}")
+        rows = list(reader)
+    if len(rows) != len(expected):
+        problems.append(f"{path}: {len(rows)} rows, the sample has {len(expected)}")
+    num_pixels = image_size[0] * image_size[1]
+    for line, (row, want) in enumerate(zip(rows, expected), start=2):
+        if len(problems) >= MAX_REPORTED:
+            problems.append("... (more problems not listed)")
+            break
+        if len(row) != 2:
+            problems.append(f"{path}:{line}: {len(row)} fields, expected 2")
+            continue
+        if row[0] != want:
+            problems.append(f"{path}:{line}: image {row[0]!r}, the sample has {want!r} here")
+        try:
+            rle_runs(row[1], num_pixels)
+        except RLEError as err:
+            problems.append(f"{path}:{line} ({row[0]}): {err}")
+    return problems
