@@ -37,8 +37,8 @@ def load_fold_model(cfg: Config, fold: int, device: torch.device) -> torch.nn.Mo
     path = ExperimentPaths.of(cfg).fold_dir(fold) / "model.safetensors"
     if not path.is_file():
         raise PipelineError(f"{cfg.exp.name} fold {fold}: no weights at {path}")
-    model, _ = load_checkpoint(path, device=device)
-    return model.to(memory_format=torch.channels_last).eval()
+    model, _ = load_checkpoint(path)
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
 def predict_dataset(model: torch.nn.Module, dataset: SegmentationDataset, views: list[str], batch_size: int, device: torch.device) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -117,7 +118,7 @@ def predict_submission(
     batch_size: int = 4, workers: int = 2, chunk_images: int = CHUNK_IMAGES,
 ) -> Path | None:
     """Write the submission (resuming from finished chunks); returns its path on the main process."""
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     recipe, members = load_recipe(recipe_path, state.device, data_root)
     layout = CarvanaLayout(recipe["data_root"])
     ids = layout.test_ids

@@ -1,0 +1,196 @@
+"""OOF -> recipe -> submission: exact thresholds, TTA, completeness, resume, validation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from carvana_seg.config import load_config
+from carvana_seg.data.folds import make_folds, write_folds
+from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.errors import PipelineError
+from carvana_seg.inference import submit
+from carvana_seg.inference.check import check_submission
+from carvana_seg.inference.postprocess import fill_holes, largest_component, min_area
+from carvana_seg.inference.tta import parse_tta, predict_probs
+from carvana_seg.inference.tune import check_complete, tune
+from carvana_seg.training.cv import train_experiments
+from carvana_seg.training.metrics import dice_by_level, dice_per_image, level_histograms
+from carvana_seg.training.paths import ExperimentPaths
+
+from conftest import write_tiny_layout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_threshold_sweep_matches_brute_force():
+    rng = np.random.default_rng(0)
+    probs = rng.integers(0, 256, (5, 30, 40), dtype=np.uint8)
+    masks = (rng.random((5, 30, 40)) < 0.3).astype(np.uint8)
+    masks[3] = 0  # an empty truth: scores 1 only where nothing is predicted
+    pairs = [level_histograms(p, m) for p, m in zip(probs, masks)]
+    fast = dice_by_level(np.stack([p for p, _ in pairs]), np.stack([n for _, n in pairs]))
+    for level in range(256):
+        brute = dice_per_image(probs >= level, masks)
+        np.testing.assert_allclose(fast[:, level], brute, err_msg=f"level {level}")
+
+
+def test_empty_prediction_of_empty_truth_scores_one():
+    empty = np.zeros((1, 4, 4), np.uint8)
+    assert dice_per_image(empty, empty)[0] == 1.0
+
+
+def test_oof_completeness_error_names_the_ids():
+    with pytest.raises(PipelineError, match=r"missing 1 \(c_02\); duplicated 1 \(c_01\)"):
+        check_complete("exp", ["c_01", "c_01", "c_03"], ["c_01", "c_02", "c_03"])
+
+
+class FlipEquivariant(torch.nn.Module):
+    """A model whose output mirrors its input: row means, so hflip TTA must change nothing."""
+
+    def forward(self, x):
+        return x[:, :1] - x[:, :1].mean()
+
+
+def test_hflip_tta_is_invariant_on_a_flip_symmetric_input():
+    half = torch.rand(2, 3, 8, 6)
+    symmetric = torch.cat([half, half.flip(-1)], dim=-1)
+    model = FlipEquivariant()
+    assert torch.allclose(predict_probs(model, symmetric, parse_tta("hflip")), predict_probs(model, symmetric, parse_tta("none")))
+    asymmetric = torch.rand(2, 3, 8, 12)
+    assert not torch.allclose(
+        predict_probs(torch.nn.Conv2d(3, 1, 3, padding=1), asymmetric, parse_tta("hflip")),
+        predict_probs(torch.nn.Conv2d(3, 1, 3, padding=1), asymmetric, parse_tta("none")),
+    )
+
+
+def test_postprocessing_steps():
+    mask = np.zeros((100, 100), np.uint8)  # min_area drops components under 0.1% = 10 pixels
+    mask[2:12, 2:12] = 1
+    mask[5:8, 5:8] = 0  # a hole
+    mask[15, 15] = 1  # a speck
+    assert largest_component(mask)[15, 15] == 0 and largest_component(mask)[2, 2] == 1
+    assert fill_holes(mask)[6, 6] == 1 and fill_holes(mask)[0, 0] == 0
+    assert min_area(mask)[15, 15] == 0 and min_area(mask)[2, 2] == 1
+
+
+# ---- the validator: one bad file per check -------------------------------------------
+@pytest.fixture()
+def sample(tmp_path) -> Path:
+    path = tmp_path / "sample.csv"
+    path.write_text("img,rle_mask\na_01.jpg,1 1\na_02.jpg,1 1\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("img,rle_mask\na_01.jpg,1 2\na_02.jpg,\n", None),
+        ("image,rle\na_01.jpg,1 2\na_02.jpg,\n", "header"),
+        ("img,rle_mask\na_01.jpg,1 2\n", "1 rows, the sample has 2"),
+        ("img,rle_mask\na_02.jpg,1 2\na_01.jpg,\n", "image 'a_02.jpg', the sample has 'a_01.jpg'"),
+        ("img,rle_mask\na_01.jpg,5 1 2 1\na_02.jpg,\n", "strictly increasing"),
+        ("img,rle_mask\na_01.jpg,1 3 2 1\na_02.jpg,\n", "overlap"),
+        ("img,rle_mask\na_01.jpg,19 5\na_02.jpg,\n", "beyond"),
+        ("img,rle_mask\na_01.jpg,1 2 3\na_02.jpg,\n", "odd number"),
+        ("img,rle_mask\na_01.jpg,1 x\na_02.jpg,\n", "not an integer"),
+        ("img,rle_mask\na_01.jpg,1 2,extra\na_02.jpg,\n", "3 fields"),
+    ],
+)
+def test_validator_checks(tmp_path, sample, content, problem):
+    path = tmp_path / "sub.csv"
+    path.write_text(content)
+    problems = check_submission(path, sample, image_size=(4, 5))
+    if problem is None:
+        assert problems == []
+    else:
+        assert problems and problem in problems[0], problems
+    gz = tmp_path / "sub.csv.gz"
+    gz.write_bytes(gzip.compress(content.encode()))
+    assert check_submission(gz, sample, image_size=(4, 5)) == [p.replace("sub.csv", "sub.csv.gz") for p in problems]
+
+
+# ---- the whole chain on tiny data ------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Two tiny experiments, both folds trained; returns the working directory."""
+    work = tmp_path_factory.mktemp("chain")
+    root = write_tiny_layout(work / "data", cars=4, angles=4, hw=(48, 72))
+    write_folds(make_folds(CarvanaLayout(root), 2, seed=0), root / "folds.csv")
+    common = [f"data.root={root}", f"data.cache_dir={work / 'cache'}", f"exp.runs_dir={work / 'runs'}", f"exp.oof_dir={work / 'oof'}"]
+    cfgs = [load_config(REPO / "configs" / "tiny.yaml", [*common, f"exp.name={name}", *extra])
+            for name, extra in (("plain", []), ("se", ["model.block=se"]))]
+    train_experiments(cfgs)
+    return work
+
+
+def test_tune_writes_a_recipe_with_blend_and_members(trained):
+    recipe = tune(["plain", "se"], trained / "runs", tta="hflip", name="blend", out_dir=trained / "submissions")
+    saved = json.loads((trained / "submissions" / "blend.recipe.json").read_text())
+    assert saved == recipe
+    assert set(recipe["cv"]["members"]) == {"plain", "se"} and abs(sum(m["weight"] for m in recipe["members"]) - 1) < 1e-9
+    blend = recipe["cv"]["blend"]
+    assert blend["dice_at_threshold"] >= blend["dice_at_0.5"]
+    assert blend["dice_final"] >= blend["dice_at_threshold"]  # post-processing only kept if it helps
+    assert recipe["cv"]["images"] == 16
+
+
+def test_tune_refuses_incomplete_oof(trained, tmp_path):
+    runs, oof = tmp_path / "runs", tmp_path / "oof"
+    shutil.copytree(trained / "runs" / "plain", runs / "plain")
+    shutil.copytree(trained / "oof" / "plain", oof / "plain")
+    cfg_path = runs / "plain" / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace(str(trained / "oof"), str(oof)).replace(str(trained / "runs"), str(runs)))
+    (oof / "plain" / "fold1.npz").unlink()
+    with pytest.raises(PipelineError, match="fold1.npz is missing"):
+        tune(["plain"], runs, out_dir=tmp_path)
+
+
+def test_prediction_resumes_after_an_interruption(trained, monkeypatch):
+    tune(["plain"], trained / "runs", name="single", out_dir=trained / "submissions")
+    recipe = trained / "submissions" / "single.recipe.json"
+    out = submit.predict_submission(recipe, chunk_images=2, workers=0)
+    reference = out.read_bytes()
+    out.unlink()
+
+    calls = {"n": 0}
+    original = submit.predict_chunk
+
+    def failing_second_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(submit, "predict_chunk", failing_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        submit.predict_submission(recipe, chunk_images=2, workers=0)
+    assert not out.exists()  # no half-written submission
+    assert len(list(out.with_name(out.name + ".parts").glob("chunk-*.csv"))) == 1
+    monkeypatch.setattr(submit, "predict_chunk", original)
+    calls["n"] = 0
+    monkeypatch.setattr(submit, "predict_chunk", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1])
+    assert submit.predict_submission(recipe, chunk_images=2, workers=0).read_bytes() == reference
+    assert calls["n"] == 1  # only the missing chunk was predicted again
+
+
+@pytest.mark.slow
+def test_two_process_prediction_is_byte_identical(trained):
+    recipe = trained / "submissions" / "ddp.recipe.json"
+    tune(["plain"], trained / "runs", name="ddp", out_dir=trained / "submissions")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    args = ["scripts/predict.py", "--recipe", str(recipe), "--chunk-images", "1", "--workers", "0"]
+    subprocess.run([sys.executable, *args, "--out", str(trained / "one.csv")], cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--out", str(trained / "two.csv")], cwd=REPO, env=env, check=True, capture_output=True)
+    assert (trained / "one.csv").read_bytes() == (trained / "two.csv").read_bytes()
+    assert len((trained / "one.csv").read_text().splitlines()) == 1 + 4
