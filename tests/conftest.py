@@ -54,3 +54,20 @@ def write_tiny_layout(root: Path, cars: int = 4, angles: int = 3, hw: tuple[int,
 @pytest.fixture()
 def tiny_layout(tmp_path) -> Path:
     return write_tiny_layout(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """Two tiny experiments (plain and SE U-Nets), both folds trained; returns the work dir."""
+    from carvana_seg.config import load_config
+    from carvana_seg.data.folds import make_folds, write_folds
+    from carvana_seg.data.layout import CarvanaLayout
+    from carvana_seg.training.cv import train_experiments
+
+    work = tmp_path_factory.mktemp("chain")
+    root = write_tiny_layout(work / "data", cars=4, angles=4, hw=(48, 72))
+    write_folds(make_folds(CarvanaLayout(root), 2, seed=0), root / "folds.csv")
+    common = [f"data.root={root}", f"data.cache_dir={work / 'cache'}", f"exp.runs_dir={work / 'runs'}", f"exp.oof_dir={work / 'oof'}"]
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    train_experiments([load_config(tiny, [*common, "exp.name=plain"]), load_config(tiny, [*common, "exp.name=se", "model.block=se"])])
+    return work

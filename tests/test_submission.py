@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from carvana_seg.config import load_config
-from carvana_seg.data.folds import make_folds, write_folds
-from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.postprocess import fill_holes, largest_component, min_area
 from carvana_seg.inference.tta import parse_tta, predict_probs
 from carvana_seg.inference.tune import check_complete, tune
-from carvana_seg.training.cv import train_experiments
 from carvana_seg.training.metrics import dice_by_level, dice_per_image, level_histograms
-from carvana_seg.training.paths import ExperimentPaths
-
-from conftest import write_tiny_layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,20 +112,7 @@ def test_validator_checks(tmp_path, sample, content, problem):
     assert check_submission(gz, sample, image_size=(4, 5)) == [p.replace("sub.csv", "sub.csv.gz") for p in problems]
 
 
-# ---- the whole chain on tiny data ------------------------------------------------------
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """Two tiny experiments, both folds trained; returns the working directory."""
-    work = tmp_path_factory.mktemp("chain")
-    root = write_tiny_layout(work / "data", cars=4, angles=4, hw=(48, 72))
-    write_folds(make_folds(CarvanaLayout(root), 2, seed=0), root / "folds.csv")
-    common = [f"data.root={root}", f"data.cache_dir={work / 'cache'}", f"exp.runs_dir={work / 'runs'}", f"exp.oof_dir={work / 'oof'}"]
-    cfgs = [load_config(REPO / "configs" / "tiny.yaml", [*common, f"exp.name={name}", *extra])
-            for name, extra in (("plain", []), ("se", ["model.block=se"]))]
-    train_experiments(cfgs)
-    return work
-
-
+# ---- the whole chain on tiny data (fixture `trained` in conftest) --------------------
 def test_tune_writes_a_recipe_with_blend_and_members(trained):
     recipe = tune(["plain", "se"], trained / "runs", tta="hflip", name="blend", out_dir=trained / "submissions")
     saved = json.loads((trained / "submissions" / "blend.recipe.json").read_text())

@@ -83,7 +83,7 @@ def load_member(exp: str, runs_dir: str | Path, tta: str = "none") -> Member:
     return Member(exp, cfg, merged)
 
 
-def member_histograms(member: Member, tta: str) -> tuple[np.ndarray, np.ndarray]:
+def member_histograms(member: Member, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Original-resolution level histograms, cached in oof/<exp>/ (keyed by the OOF's content)."""
     key = hashlib.sha1(member.oof.probs.tobytes()).hexdigest()
     path = ExperimentPaths.of(member.cfg).oof_dir / f"hist.{tta_label(tta)}.npz"

@@ -1,0 +1,26 @@
+"""Write the ablation leaderboard (leaderboard.md, .csv, .png) from every experiment under
+runs/ and oof/, and oof/<exp>/worst.png, the 12 lowest-Dice OOF images of each.
+
+    python scripts/leaderboard.py [--baseline EXP] [--tta hflip] [--runs-dir runs] [--out-dir .]
+"""
+
+import argparse
+
+from carvana_seg.cli import run
+from carvana_seg.reporting.leaderboard import build_leaderboard
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", default=None, help="default: the plain U-Net experiment")
+    parser.add_argument("--tta", default="hflip")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--out-dir", default=".")
+    args = parser.parse_args()
+    table = build_leaderboard(args.runs_dir, args.baseline, args.tta, args.out_dir)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"written: {args.out_dir}/leaderboard.md, leaderboard.csv, leaderboard.png")
+
+
+if __name__ == "__main__":
+    run(main)
