@@ -43,3 +43,13 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(None, ["exp.name=x", "model.name=smp", "train.precision=bf16"])
     save_config(cfg, tmp_path / "config.yaml")
     assert read_saved_config(tmp_path / "config.yaml") == cfg
+
+
+def test_base_preset_is_applied_first(tmp_path):
+    (tmp_path / "shared.yaml").write_text("data:\n  size: 32x48\ntrain:\n  epochs: 9\n")
+    (tmp_path / "exp_b.yaml").write_text("base: shared.yaml\ntrain:\n  epochs: 2\n")
+    cfg = load_config(tmp_path / "exp_b.yaml")
+    assert cfg.exp.name == "exp_b" and cfg.data.size == "32x48" and cfg.train.epochs == 2
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.yaml")

@@ -1,7 +1,7 @@
 """Experiment configuration: typed defaults, YAML presets and strict `key=value` overrides.
 
-Every tunable lives here as a named default. A preset YAML lists only what differs; a
-command-line override such as `train.epochs=3` replaces one value. Unknown keys and
+Every tunable lives here as a named default. A preset YAML lists only what differs (from
+the defaults, or from the preset it names as `base:`); a command-line override such as `train.epochs=3` replaces one value. Unknown keys and
 values of the wrong type are errors that name the key, so a typo never trains the
 wrong model silently. The resolved config is saved next to every result it made.
 """
@@ -156,24 +156,32 @@ def _flatten(tree: dict[str, Any], source: str) -> dict[str, Any]:
     return flat
 
 
+def _apply_file(cfg: Config, path: Path, seen: tuple[Path, ...] = ()) -> None:
+    """Apply a YAML preset; a top-level `base: other.yaml` (relative to it) is applied first."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `base` chain loops back to itself")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if "base" in tree:
+        _apply_file(cfg, path.parent / str(tree.pop("base")), (*seen, path.resolve()))
+    for key, value in _flatten(tree, str(path)).items():
+        try:
+            _set(cfg, key, value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file (if any), then `key=value` overrides, checked strictly."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        for key, value in _flatten(tree, str(path)).items():
-            try:
-                _set(cfg, key, value)
-            except ConfigError as err:
-                raise ConfigError(f"{path}: {err}") from err
+        _apply_file(cfg, Path(path))
         if not cfg.exp.name:
-            cfg.exp.name = path.stem
+            cfg.exp.name = Path(path).stem
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
