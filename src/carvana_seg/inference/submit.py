@@ -121,10 +121,9 @@ def predict_submission(
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     recipe, members = load_recipe(recipe_path, state.device, data_root)
     layout = CarvanaLayout(recipe["data_root"])
-    ids = layout.test_ids
-    for image_id in ids[:1]:
-        if not layout.image_path(image_id, "test").is_file():
-            raise PipelineError(f"{layout.image_path(image_id, 'test')} listed in sample_submission.csv is missing")
+    ids = layout.test_ids  # a listed image that is missing fails loudly when it is read
+    if not (layout.root / "test").is_dir():
+        raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
     out = Path(out) if out else Path(recipe_path).with_name(recipe["name"] + (".csv.gz" if compress else ".csv"))
     parts_dir = out.with_name(out.name + ".parts")
     if state.is_main_process:

@@ -74,9 +74,9 @@ def experiment_names(runs_dir: Path) -> list[str]:
 def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
     """One leaderboard row plus the per-image Dice (at the tuned threshold) behind it."""
     member = load_member(exp, runs_dir)
-    plain = threshold_scores(*member_histograms(member))
-    flipped = threshold_scores(*member_histograms(load_member(exp, runs_dir, tta), tta))
     positive, negative = member_histograms(member)
+    plain = threshold_scores(positive, negative)
+    flipped = threshold_scores(*member_histograms(load_member(exp, runs_dir, tta), tta))
     per_image = dice_by_level(positive, negative)[:, plain["threshold_level"]]
     paths = ExperimentPaths.of(member.cfg)
     folds = [json.loads(paths.oof_json(k).read_text()) for k in range(member.cfg.data.folds)]
