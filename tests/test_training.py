@@ -77,6 +77,21 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root):
     np.testing.assert_allclose(metrics[0][["train_loss", "val_dice"]], metrics[1][["train_loss", "val_dice"]], rtol=1e-5)
 
 
+def test_ema_tensorboard_and_early_stopping(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root, "train.epochs=4", "train.lr=0", "train.early_stop=1", "train.ema=0.9",
+                      "train.trackers=csv,tensorboard")
+    scores = train_fold(cfg, fold=0)
+    fold_dir = tmp_path / "runs" / "tiny" / "fold0"
+    assert len(pd.read_csv(fold_dir / "metrics.csv")) == 2  # lr 0: no improvement after epoch 1, stop after 2
+    assert scores["epochs"] == 2 and scores["best_epoch"] == 1
+    assert list(fold_dir.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_unknown_tracker_is_a_config_error(tmp_path, data_root):
+    with pytest.raises(ConfigError, match="train.trackers.*comet"):
+        train_fold(tiny_config(tmp_path, data_root, "train.trackers=csv,comet"), fold=0)
+
+
 def test_non_finite_loss_stops_with_the_step(tmp_path, data_root):
     cfg = tiny_config(tmp_path, data_root, "train.lr=1e30", "train.grad_clip=0", "train.warmup_epochs=0")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 1, step \d+"):

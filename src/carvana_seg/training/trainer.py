@@ -188,6 +188,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         train_set.set_epoch(epoch)
         train_loader.set_epoch(epoch)
         losses, seen, start = [], 0, time.perf_counter()
+        last_dice = f"{state.history[-1]['val_dice']:.4f}" if state.history else "-"
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not accelerator.is_local_main_process, leave=False)
         for step, batch in enumerate(bar):
             images = batch["image"]
@@ -211,7 +212,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
                 ema.update_parameters(accelerator.unwrap_model(model))
             losses.append(mean_loss.item())
             seen += len(images) * accelerator.num_processes
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_dice=last_dice, img_s=f"{seen / (time.perf_counter() - start):.1f}")
         epoch_seconds = time.perf_counter() - start
         state.train_seconds += epoch_seconds
         state.train_images += seen
