@@ -1,44 +1,50 @@
-"""A picture of a dataset: photos with their masks tinted green and outlined, over cars and angles."""
+"""A preview grid of a Carvana-layout folder: rows are cars, columns angles, mask tinted and outlined.
+
+Shows at a glance whether masks sit exactly on the cars (thin parts in, shadow out).
+The PNG is palette-quantised so the grid of 480x320 thumbnails stays small.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from carvana_seg.data.layout import CarvanaLayout, read_image, split_id
+from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path
 
-TILE = (360, 240)  # width, height of one thumbnail
-COLUMNS = 4
-TINT = np.array([0, 255, 90], np.float32)
+THUMB = (480, 320)  # width, height of one tile
+ANGLES = (1, 3, 5, 10)  # front, three-quarter, side, rear three-quarter
+TINT = (0, 220, 90)
+TINT_ALPHA = 0.15
+OUTLINE = (0, 255, 60)
+PALETTE_COLOURS = 256  # octree keeps small colour areas (tail lights) that median cut drops
 
 
-def preview_grid(root: str | Path, out: str | Path, count: int = 12) -> Path:
-    """Save a grid of `count` photos spread over cars and angles, mask tinted and outlined."""
-    layout = CarvanaLayout(root)
-    ids = layout.train_ids
-    picks = [ids[int(i)] for i in np.linspace(0, len(ids) - 1, count)]
-    tiles = []
-    for image_id in picks:
-        image = read_image(layout.image_path(image_id))
-        mask = layout.read_mask(image_id, image.shape[:2]).astype(bool)
-        painted = image.astype(np.float32)
-        painted[mask] = 0.8 * painted[mask] + 0.2 * TINT
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        painted = cv2.drawContours(painted.astype(np.uint8), contours, -1, (0, 200, 60), max(1, image.shape[1] // 400))
-        tile = cv2.resize(painted, TILE, interpolation=cv2.INTER_AREA)
-        cv2.putText(tile, f"{split_id(image_id)[0][:6]} {split_id(image_id)[1]:02d}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-        tiles.append(tile)
-    while len(tiles) % COLUMNS:
-        tiles.append(np.full_like(tiles[0], 255))
-    rows = [np.concatenate(tiles[i : i + COLUMNS], axis=1) for i in range(0, len(tiles), COLUMNS)]
-    grid = np.concatenate(rows, axis=0)
-    out = Path(out)
-    ok, encoded = cv2.imencode(out.suffix or ".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise ValueError(f"cannot encode an image as {out.suffix!r}")
+def overlay(photo_path: Path, mask_path: Path) -> Image.Image:
+    """A thumbnail with the mask tinted and its outline drawn, so misfits show at the edges."""
+    photo = Image.open(photo_path).convert("RGB").resize(THUMB, Image.BOX)
+    mask = Image.open(mask_path).point(lambda v: 255 * (v > 0), mode="L").resize(THUMB, Image.NEAREST)
+    tinted = Image.blend(photo, Image.new("RGB", THUMB, TINT), TINT_ALPHA)
+    tile = Image.composite(tinted, photo, mask)
+    edge = ImageChops.subtract(mask, mask.filter(ImageFilter.MinFilter(3)))
+    tile.paste(OUTLINE, (0, 0), edge)
+    ImageDraw.Draw(tile).text((6, 4), f"{photo_path.stem}", fill=(0, 0, 0))
+    return tile
+
+
+def preview(data: Path, out: Path, cars: int) -> Path:
+    """Grid of the first `cars` train cars at ANGLES, written as a quantised PNG."""
+    car_ids = sorted({p.stem.rsplit("_", 1)[0] for p in (data / "train").glob("*.jpg")})[:cars]
+    if not car_ids:
+        raise PipelineError(f"{data / 'train'} holds no photos: run scripts/make_synthetic.py --out {data} first")
+    grid = Image.new("RGB", (THUMB[0] * len(ANGLES), THUMB[1] * len(car_ids)), "white")
+    for row, car in enumerate(car_ids):
+        for col, angle in enumerate(ANGLES):
+            stem = f"{car}_{angle:02d}"
+            tile = overlay(data / "train" / f"{stem}.jpg", data / "train_masks" / f"{stem}_mask.gif")
+            grid.paste(tile, (col * THUMB[0], row * THUMB[1]))
+    small = grid.quantize(PALETTE_COLOURS, method=Image.Quantize.FASTOCTREE)
     with atomic_path(out) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+        small.save(tmp, format="PNG", optimize=True)
     return out
