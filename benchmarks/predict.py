@@ -120,7 +120,7 @@ def main() -> None:
                                  cwd=REPO, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
         split = stage_split(recipe, test_folder(work, 40))
-    table = ["| test images | seconds | images/s end to end | peak RSS MiB |", "| ---: | ---: | ---: | ---: |"]
+    table = ["| test images | seconds | images/s end to end | peak RSS MiB (main process) |", "| ---: | ---: | ---: | ---: |"]
     table += [f"| {r['images']:,} | {r['seconds']:.1f} | {r['img_s']:.1f} | {r['peak_rss_mib']:.0f} |" for r in rows]
     stages = ["| stage (run alone) | ms / image |", "| --- | ---: |"] + [f"| {k} | {v:.1f} |" for k, v in split.items()]
     total = sum(split.values())
