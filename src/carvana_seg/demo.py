@@ -41,7 +41,8 @@ def synthetic_data() -> Path:
 
 
 def writable(path: Path) -> bool:
-    return os.access(path, os.W_OK)
+    """Writable by us and not marked read-only (root passes os.access on a r-x folder)."""
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
 
 
 def staged_test_set(root: Path) -> Path:

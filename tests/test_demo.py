@@ -1,0 +1,29 @@
+"""The demo's handling of outside data: never write into a read-only data folder."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.demo import staged_test_set, writable
+
+
+def test_read_only_folder_is_not_writable_even_for_root(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    assert writable(folder)
+    folder.chmod(0o555)
+    try:
+        assert not writable(folder)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_train_images_staged_as_a_test_set(tiny_layout, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stage = staged_test_set(tiny_layout)
+    layout = CarvanaLayout(stage)
+    assert layout.test_ids == CarvanaLayout(tiny_layout).train_ids
+    assert all(layout.image_path(i, "test").resolve() == (tiny_layout / "train" / f"{i}.jpg").resolve() for i in layout.test_ids)
+    assert (pd.read_csv(stage / "sample_submission.csv")["rle_mask"] == "1 1").all()
+    assert not (tiny_layout / "test" / "car000_01.jpg").exists()  # the data folder itself is untouched
