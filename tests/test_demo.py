@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from carvana_seg.data.layout import CarvanaLayout
-from carvana_seg.demo import staged_test_set, writable
+from carvana_seg.demo import staged_test_set
+from carvana_seg.io_utils import writable
 
 
 def test_read_only_folder_is_not_writable_even_for_root(tmp_path):

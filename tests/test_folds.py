@@ -59,3 +59,13 @@ def test_make_folds_script(tiny_layout):
     assert "unchanged" in again.stdout
     changed = subprocess.run(cmd[:-1] + ["data.folds=3"], capture_output=True, text=True)
     assert changed.returncode != 0 and "\nerror: " in changed.stderr and "--force" in changed.stderr and "Traceback" not in changed.stderr
+
+
+def test_read_only_data_folder_is_refused_with_the_fix(tiny_layout):
+    folds = make_folds(CarvanaLayout(tiny_layout), 2, seed=0)
+    tiny_layout.chmod(0o555)
+    try:
+        with pytest.raises(FoldsError, match="read-only.*data.folds_file"):
+            write_folds(folds, tiny_layout / "folds.csv")
+    finally:
+        tiny_layout.chmod(0o755)

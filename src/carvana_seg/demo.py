@@ -7,7 +7,6 @@ interruption continues where it stopped.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.inference.submit import predict_submission
 from carvana_seg.inference.tune import tune
+from carvana_seg.io_utils import writable
 from carvana_seg.reporting.leaderboard import build_leaderboard
 from carvana_seg.training.cv import train_experiments
 
@@ -38,11 +38,6 @@ def synthetic_data() -> Path:
     if not (SYNTHETIC_ROOT / "sample_submission.csv").is_file():
         subprocess.run([sys.executable, "scripts/make_synthetic.py", "--out", str(SYNTHETIC_ROOT), "--force", *SYNTHETIC_ARGS], check=True)
     return SYNTHETIC_ROOT
-
-
-def writable(path: Path) -> bool:
-    """Writable by us and not marked read-only (root passes os.access on a r-x folder)."""
-    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
 
 
 def staged_test_set(root: Path) -> Path:

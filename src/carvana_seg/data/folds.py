@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from carvana_seg.data.layout import CarvanaLayout, DataError, split_id
 from carvana_seg.errors import PipelineError
-from carvana_seg.io_utils import atomic_path
+from carvana_seg.io_utils import atomic_path, writable
 
 MAX_AREA_BINS = 4
 
@@ -55,6 +55,8 @@ def write_folds(folds: pd.DataFrame, path: str | Path, force: bool = False) -> b
     Returns True when the file was written, False when an identical file already existed.
     """
     path = Path(path)
+    if path.parent.is_dir() and not writable(path.parent):
+        raise FoldsError(f"{path.parent} is read-only: write the folds elsewhere with data.folds_file=input/folds/<name>.csv")
     if path.is_file():
         existing = pd.read_csv(path)
         if existing.equals(folds):
