@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 from tqdm.auto import tqdm
 
+from carvana_seg.config import ConfigError, parse_size as parse_pair
 from carvana_seg.data.layout import write_mask_gif
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path, atomic_write_text
@@ -756,10 +757,13 @@ def render_view(car: CarModel, studio: Studio, angle: int) -> tuple[Image.Image,
 
 def parse_size(text: str) -> tuple[int, int]:
     """`WIDTHxHEIGHT` (e.g. 1918x1280, the Carvana photo size) -> (width, height)."""
-    parts = str(text).lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 16 for p in parts):
+    try:
+        width, height = parse_pair(text, "--size")
+    except ConfigError:
+        width = height = 0
+    if min(width, height) < 16:
         raise PipelineError(f"--size: expected WIDTHxHEIGHT, both at least 16 (e.g. 1918x1280), got {text!r}")
-    return int(parts[0]), int(parts[1])
+    return width, height
 
 
 def car_ids(seed: int, count: int) -> list[str]:

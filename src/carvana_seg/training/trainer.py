@@ -119,11 +119,17 @@ def save_resume_state(accelerator: Accelerator, state: TrainerState, state_root:
     accelerator.wait_for_everyone()
 
 
-def load_resume_state(accelerator: Accelerator, state_root: Path) -> TrainerState | None:
+def latest_state(state_root: Path) -> dict | None:
+    """`{"epoch", "dir"}` of the newest complete saved state, or None."""
     latest = state_root / "latest.json"
-    if not latest.is_file():
+    return json.loads(latest.read_text()) if latest.is_file() else None
+
+
+def load_resume_state(accelerator: Accelerator, state_root: Path) -> TrainerState | None:
+    latest = latest_state(state_root)
+    if latest is None:
         return None
-    target = state_root / json.loads(latest.read_text())["dir"]
+    target = state_root / latest["dir"]
     accelerator.load_state(str(target))
     return TrainerState(**json.loads((target / "trainer_state.json").read_text()))
 
@@ -132,7 +138,8 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     """Train one fold; returns its scores (also written to oof/<exp>/fold<k>.json)."""
     paths = ExperimentPaths.of(cfg)
     fold_dir, state_root = paths.fold_dir(fold), paths.state_dir(fold)
-    previous = json.loads((state_root / "latest.json").read_text())["epoch"] if resume and (state_root / "latest.json").is_file() else -1
+    saved = latest_state(state_root) if resume else None
+    previous = saved["epoch"] if saved else -1  # metrics.csv rows to keep on resume
     accelerator = Accelerator(
         mixed_precision=cfg.train.precision,
         gradient_accumulation_steps=cfg.train.grad_accum,
