@@ -19,6 +19,8 @@ def main() -> None:
     args = parser.parse_args()
     table = build_leaderboard(args.runs_dir, args.baseline, args.tta, args.out_dir)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for note in table.attrs["unfinished"]:
+        print(f"not ranked, still training: {note}")
     print(f"written: {args.out_dir}/leaderboard.md, leaderboard.csv, leaderboard.png")
 
 

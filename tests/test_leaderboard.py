@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,3 +47,33 @@ def test_leaderboard_on_two_tiny_experiments(trained, tmp_path):
     assert "paired bootstrap" in (tmp_path / "leaderboard.md").read_text()
     for exp in ("plain", "se"):
         assert (trained / "oof" / exp / "worst.png").stat().st_size > 0
+
+
+def test_experiment_still_training_is_listed_not_ranked(trained, tmp_path):
+    from carvana_seg.inference.predictor import experiment_config
+    from carvana_seg.training.paths import ExperimentPaths
+
+    cfg = experiment_config("plain", trained / "runs")
+    cfg.exp.name = "res"
+    paths = ExperimentPaths.of(cfg)
+    paths.claim(cfg)  # what train_cv does first: the config is there, no fold finished yet
+    try:
+        table = build_leaderboard(trained / "runs", tta="hflip", out_dir=tmp_path)
+    finally:
+        shutil.rmtree(paths.run_dir)
+    assert set(table["experiment"]) == {"plain", "se"}
+    assert table.attrs["unfinished"] == ["res (folds 0, 1 not trained)"]
+    assert "Not ranked, still training: res (folds 0, 1 not trained)" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_leaderboard_with_nothing_finished_names_the_missing_folds(trained, tmp_path):
+    from carvana_seg.errors import PipelineError
+    from carvana_seg.inference.predictor import experiment_config
+    from carvana_seg.training.paths import ExperimentPaths
+
+    cfg = experiment_config("plain", trained / "runs")
+    cfg.exp.name = "res"
+    cfg.exp.runs_dir = str(tmp_path / "runs")
+    ExperimentPaths.of(cfg).claim(cfg)
+    with pytest.raises(PipelineError, match=r"no finished experiments .*res \(folds 0, 1 not trained\)"):
+        build_leaderboard(tmp_path / "runs", out_dir=tmp_path)

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from carvana_seg.config import Config  # noqa: E402
 from carvana_seg.data.layout import split_id  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
-from carvana_seg.inference.tune import load_member, member_histograms, threshold_scores  # noqa: E402
+from carvana_seg.inference.tune import experiment_config, load_member, member_histograms, threshold_scores  # noqa: E402
 from carvana_seg.io_utils import atomic_path, atomic_write_text  # noqa: E402
 from carvana_seg.models import build_model  # noqa: E402
 from carvana_seg.models.stats import forward_flops  # noqa: E402
@@ -71,6 +71,13 @@ def experiment_names(runs_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in runs_dir.glob("*/config.yaml"))
 
 
+def missing_folds(exp: str, runs_dir: Path) -> list[int]:
+    """Folds of `exp` without their OOF summary yet: such an experiment is still training."""
+    cfg = experiment_config(exp, runs_dir)
+    paths = ExperimentPaths.of(cfg)
+    return [k for k in range(cfg.data.folds) if not paths.oof_json(k).is_file()]
+
+
 def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
     """One leaderboard row plus the per-image Dice (at the tuned threshold) behind it."""
     member = load_member(exp, runs_dir)
@@ -109,6 +116,11 @@ def build_leaderboard(runs_dir: str | Path = "runs", baseline: str | None = None
     names = experiment_names(runs_dir)
     if not names:
         raise PipelineError(f"no experiments under {runs_dir}: train some with scripts/train_cv.py")
+    missing = {name: folds for name in names if (folds := missing_folds(name, runs_dir))}
+    unfinished = [f"{name} (folds {', '.join(map(str, folds))} not trained)" for name, folds in missing.items()]
+    names = [name for name in names if name not in missing]
+    if not names:
+        raise PipelineError(f"no finished experiments under {runs_dir}: {'; '.join(unfinished)}")
     results = {name: evaluate(name, runs_dir, tta) for name in names}
     baseline = baseline or next((n for n in names if results[n]["row"]["model"].startswith("U-Net plain")), names[0])
     if baseline not in results:
@@ -129,15 +141,16 @@ def build_leaderboard(runs_dir: str | Path = "runs", baseline: str | None = None
         rows.append(row)
         plot_worst(result["member"], result["per_image"], result["row"]["threshold"], ExperimentPaths.of(result["member"].cfg).oof_dir / "worst.png")
     table = pd.DataFrame(rows).sort_values("cv_dice_tuned", ascending=False).reset_index(drop=True)
+    table.attrs["unfinished"] = unfinished
 
     with atomic_path(out_dir / "leaderboard.csv") as tmp:
         table.to_csv(tmp, index=False)
-    atomic_write_text(out_dir / "leaderboard.md", leaderboard_markdown(table, baseline, tta, len(cars), len(set(cars))))
+    atomic_write_text(out_dir / "leaderboard.md", leaderboard_markdown(table, baseline, tta, len(cars), len(set(cars)), unfinished))
     plot_leaderboard(table, out_dir / "leaderboard.png")
     return table
 
 
-def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: int, cars: int) -> str:
+def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: int, cars: int, unfinished: list[str]) -> str:
     shown = table.copy()
     for col in ("cv_dice_0.5", "cv_dice_tuned", f"cv_dice_{tta}", "fold_mean"):
         shown[col] = shown[col].map("{:.5f}".format)
@@ -151,6 +164,7 @@ def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: i
         f"best first. `cv_dice_tuned`: at the threshold tuned on OOF; `cv_dice_{tta}`: with {tta} TTA, threshold tuned again. "
         f"`vs_baseline`: difference from `{baseline}` in per-image Dice at each one's tuned threshold, on the same images, "
         f"with a 95% paired bootstrap interval that resamples whole cars ({BOOTSTRAP_SAMPLES} draws).\n\n" + header + body
+        + "".join(f"\nNot ranked, still training: {note}\n" for note in unfinished)
     )
 
 
