@@ -20,7 +20,7 @@ def main() -> None:
     table = build_leaderboard(args.runs_dir, args.baseline, args.tta, args.out_dir)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for note in table.attrs["unfinished"]:
-        print(f"not ranked, still training: {note}")
+        print(f"not ranked, folds missing: {note}")
     print(f"written: {args.out_dir}/leaderboard.md, leaderboard.csv, leaderboard.png")
 
 

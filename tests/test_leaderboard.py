@@ -49,7 +49,7 @@ def test_leaderboard_on_two_tiny_experiments(trained, tmp_path):
         assert (trained / "oof" / exp / "worst.png").stat().st_size > 0
 
 
-def test_experiment_still_training_is_listed_not_ranked(trained, tmp_path):
+def test_experiment_with_missing_folds_is_listed_not_ranked(trained, tmp_path):
     from carvana_seg.inference.predictor import experiment_config
     from carvana_seg.training.paths import ExperimentPaths
 
@@ -63,7 +63,7 @@ def test_experiment_still_training_is_listed_not_ranked(trained, tmp_path):
         shutil.rmtree(paths.run_dir)
     assert set(table["experiment"]) == {"plain", "se"}
     assert table.attrs["unfinished"] == ["res (folds 0, 1 not trained)"]
-    assert "Not ranked, still training: res (folds 0, 1 not trained)" in (tmp_path / "leaderboard.md").read_text()
+    assert "Not ranked, folds missing: res (folds 0, 1 not trained)" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_leaderboard_with_nothing_finished_names_the_missing_folds(trained, tmp_path):

@@ -72,7 +72,7 @@ def experiment_names(runs_dir: Path) -> list[str]:
 
 
 def missing_folds(exp: str, runs_dir: Path) -> list[int]:
-    """Folds of `exp` without their OOF summary yet: such an experiment is still training."""
+    """Folds of `exp` without their OOF summary: such an experiment is not ranked yet."""
     cfg = experiment_config(exp, runs_dir)
     paths = ExperimentPaths.of(cfg)
     return [k for k in range(cfg.data.folds) if not paths.oof_json(k).is_file()]
@@ -164,7 +164,7 @@ def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: i
         f"best first. `cv_dice_tuned`: at the threshold tuned on OOF; `cv_dice_{tta}`: with {tta} TTA, threshold tuned again. "
         f"`vs_baseline`: difference from `{baseline}` in per-image Dice at each one's tuned threshold, on the same images, "
         f"with a 95% paired bootstrap interval that resamples whole cars ({BOOTSTRAP_SAMPLES} draws).\n\n" + header + body
-        + "".join(f"\nNot ranked, still training: {note}\n" for note in unfinished)
+        + "".join(f"\nNot ranked, folds missing: {note}\n" for note in unfinished)
     )
 
 
