@@ -7,6 +7,7 @@ the recipe `submissions/<name>.recipe.json` that scripts/predict.py follows.
 import argparse
 
 from carvana_seg.cli import run
+from carvana_seg.inference.refine import refine_label
 from carvana_seg.inference.tune import tune
 
 
@@ -27,6 +28,9 @@ def main() -> None:
     blend = cv["blend"]
     weights = ", ".join(f"{m['exp']}={m['weight']:.2f}" for m in recipe["members"])
     print(f"{'blend':24s} {blend['dice_at_0.5']:8.5f} {blend['threshold']:9.3f} {blend['dice_at_threshold']:8.5f}   weights: {weights}")
+    for label, value in blend["refine_tried"].items():
+        print(f"  edge refinement {label:40s} {value:.5f}")
+    print(f"chosen edge refinement: {refine_label(recipe['refine'])}, threshold {recipe['threshold']:.3f}")
     for steps, value in blend["postprocess"].items():
         print(f"  post-processing {steps:40s} {value:.5f}")
     print(f"chosen post-processing: {recipe['postprocess'] or 'none'}  ->  CV {blend['dice_final']:.5f}")

@@ -122,6 +122,23 @@ def test_tune_writes_a_recipe_with_blend_and_members(trained):
     assert blend["dice_at_threshold"] >= blend["dice_at_0.5"]
     assert blend["dice_final"] >= blend["dice_at_threshold"]  # post-processing only kept if it helps
     assert recipe["cv"]["images"] == 16
+    tried = blend["refine_tried"]  # no refinement plus each guided-filter setting
+    assert len(tried) == 4 and blend["dice_at_threshold"] == max(tried.values())
+    assert (recipe["refine"] is None) == (max(tried, key=tried.get) == "none")
+
+
+def test_recipe_refinement_is_applied_at_prediction(trained):
+    """A recipe with a refinement changes the submitted masks (both files pass validation)."""
+    tune(["plain"], trained / "runs", name="plain_raw", out_dir=trained / "submissions")
+    raw_path = trained / "submissions" / "plain_raw.recipe.json"
+    recipe = json.loads(raw_path.read_text())
+    recipe.update(name="plain_refined", refine={"radius": 4, "eps": 1e-3})
+    refined_path = trained / "submissions" / "plain_refined.recipe.json"
+    refined_path.write_text(json.dumps(recipe))
+    raw = submit.predict_submission(raw_path, workers=0).read_text().splitlines()[1:]
+    refined = submit.predict_submission(refined_path, workers=0).read_text().splitlines()[1:]
+    assert raw != refined
+    assert [r.split(",")[0] for r in raw] == [r.split(",")[0] for r in refined]  # same images, same order
 
 
 def test_tune_refuses_incomplete_oof(trained, tmp_path):

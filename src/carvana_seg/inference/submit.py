@@ -7,7 +7,7 @@ processes write the same bytes as one. The main process then joins the parts in 
 order into the final file (atomic rename) and validates it.
 
 Inside a chunk, loader workers decode JPEGs, the main thread runs the models, and a
-thread pool upsamples, thresholds, post-processes and RLE-encodes: the three overlap.
+thread pool upsamples, refines, thresholds, post-processes and RLE-encodes: the three overlap.
 Memory is bounded by one chunk's rows, whatever the test set's size.
 """
 
@@ -35,10 +35,11 @@ from carvana_seg.errors import PipelineError
 from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.postprocess import apply_postprocess
 from carvana_seg.inference.predictor import experiment_config, load_fold_model
+from carvana_seg.inference.refine import refine_levels
 from carvana_seg.inference.tta import parse_tta, predict_probs, to_levels
 from carvana_seg.io_utils import atomic_path
 from carvana_seg.rle import rle_encode
-from carvana_seg.training.oof import upsample_probs
+from carvana_seg.training.oof import blend_upsampled
 
 CHUNK_IMAGES = 256
 
@@ -89,11 +90,12 @@ def predict_member(member: RecipeMember, images: torch.Tensor, views: list[str])
     return to_levels(probs).cpu().numpy()
 
 
-def encode_image(levels: list[np.ndarray], weights: list[float], size: tuple[int, int], threshold_level: int, steps: list[str]) -> str:
-    """Blend the members at original size exactly as tuning did, threshold, post-process, RLE."""
-    acc = sum(w * upsample_probs(p, size).astype(np.float32) for p, w in zip(levels, weights))
-    mask = (np.rint(acc / sum(weights)) >= threshold_level).astype(np.uint8)
-    return rle_encode(apply_postprocess(mask, steps))
+def encode_image(levels: list[np.ndarray], weights: list[float], size: tuple[int, int], recipe: dict, photo: Path) -> str:
+    """Blend the members at original size, refine, threshold and post-process exactly as
+    tuning did, then RLE-encode."""
+    blended = refine_levels(blend_upsampled(levels, weights, size), photo, recipe.get("refine"))
+    mask = (blended >= recipe["threshold_level"]).astype(np.uint8)
+    return rle_encode(apply_postprocess(mask, recipe["postprocess"]))
 
 
 def predict_chunk(
@@ -109,7 +111,8 @@ def predict_chunk(
         for j, i in enumerate(batch["i"].tolist()):
             size = tuple(int(s) for s in batch["size"][j])
             levels = [p[j] for p in per_member]
-            futures.append((i, pool.submit(encode_image, levels, weights, size, recipe["threshold_level"], recipe["postprocess"])))
+            photo = dataset.layout.image_path(dataset.ids[i], "test")
+            futures.append((i, pool.submit(encode_image, levels, weights, size, recipe, photo)))
     return [f"{dataset.ids[i]}.jpg,{future.result()}\n" for i, future in futures]
 
 

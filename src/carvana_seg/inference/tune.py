@@ -2,8 +2,9 @@
 
 For each experiment: load every fold's OOF (re-predicted under TTA when asked), check each
 training image appears exactly once, and score it at original resolution at every threshold
-at once. For several experiments: choose blend weights on OOF by coordinate ascent, then tune
-the blend's threshold and post-processing, all on OOF, so the recipe's CV is honest.
+at once. For several experiments: choose blend weights on OOF by coordinate ascent. Then tune
+the blend's threshold, edge refinement (a guided filter, threshold tuned again for each
+setting) and post-processing, all on OOF, so the recipe's CV is honest.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,14 +28,16 @@ from carvana_seg.data.sources import resize_mask
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.postprocess import POSTPROCESS, apply_postprocess
 from carvana_seg.inference.predictor import experiment_config, oof_with_tta
+from carvana_seg.inference.refine import CANDIDATES, refine_label, refine_levels
 from carvana_seg.inference.tta import parse_tta
 from carvana_seg.io_utils import atomic_path, atomic_write_text
 from carvana_seg.training.metrics import HALF, dice_by_level, dice_per_image, level_histograms
-from carvana_seg.training.oof import OOF, original_size_histograms, upsample_probs
+from carvana_seg.training.oof import OOF, blend_upsampled, original_size_histograms, upsample_probs
 from carvana_seg.training.paths import ExperimentPaths
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2
+LevelsAt = Callable[[int, tuple[int, int]], np.ndarray]  # (image index, original size) -> uint8 levels
 
 
 @dataclass
@@ -115,11 +119,7 @@ def threshold_scores(positive: np.ndarray, negative: np.ndarray) -> dict:
 
 def blend_levels(members: list[Member], weights: list[float], i: int, size: tuple[int, int]) -> np.ndarray:
     """Weighted mean of the members' probabilities of image i, each resized (bilinear) to `size`."""
-    acc = np.zeros(size, dtype=np.float32)
-    for member, weight in zip(members, weights):
-        if weight:
-            acc += weight * upsample_probs(member.oof.probs[i], size).astype(np.float32)
-    return np.rint(acc / sum(weights)).astype(np.uint8)
+    return blend_upsampled([m.oof.probs[i] for m in members], weights, size)
 
 
 def search_weights(members: list[Member], layout: CarvanaLayout) -> list[float]:
@@ -148,20 +148,36 @@ def search_weights(members: list[Member], layout: CarvanaLayout) -> list[float]:
     return [w / total for w in weights]
 
 
-def postprocess_scores(members: list[Member], weights: list[float], level: int, layout: CarvanaLayout) -> dict[tuple[str, ...], np.ndarray]:
+def postprocess_scores(oof: OOF, levels_at: LevelsAt, level: int, layout: CarvanaLayout) -> dict[tuple[str, ...], np.ndarray]:
     """Per-image Dice at original size for every subset of post-processing steps, one pass."""
-    oof = members[0].oof
     subsets = [s for r in range(len(POSTPROCESS) + 1) for s in itertools.combinations(POSTPROCESS, r)]
 
     def one(i: int) -> list[float]:
         size = (int(oof.original_sizes[i][0]), int(oof.original_sizes[i][1]))
-        pred = (blend_levels(members, weights, i, size) >= level).astype(np.uint8)
+        pred = (levels_at(i, size) >= level).astype(np.uint8)
         truth = layout.read_mask(str(oof.ids[i]), size)[None]
         return [float(dice_per_image(apply_postprocess(pred, list(s))[None], truth)[0]) for s in subsets]
 
     with ThreadPoolExecutor(2) as pool:
         rows = np.array(list(tqdm(pool.map(one, range(len(oof.ids))), total=len(oof.ids), desc="post-processing", leave=False)))
     return {s: rows[:, k] for k, s in enumerate(subsets)}
+
+
+def choose_refinement(oof: OOF, levels_at: LevelsAt, scores: dict, layout: CarvanaLayout) -> tuple[dict | None, LevelsAt, dict]:
+    """Try each guided-filter setting on OOF (threshold tuned again for each); keep the best
+    only if it beats no refinement. Returns (setting or None, its levels function, its scores)."""
+    best: tuple[dict | None, LevelsAt, dict] = (None, levels_at, scores)
+    tried = {refine_label(None): scores["dice_at_threshold"]}
+    for refine in CANDIDATES:
+
+        def refined_at(i: int, size: tuple[int, int], refine: dict = refine) -> np.ndarray:
+            return refine_levels(levels_at(i, size), layout.image_path(str(oof.ids[i])), refine)
+
+        candidate = threshold_scores(*original_size_histograms(oof.ids, oof.original_sizes, refined_at, layout))
+        tried[refine_label(refine)] = candidate["dice_at_threshold"]
+        if candidate["dice_at_threshold"] > best[2]["dice_at_threshold"]:
+            best = (refine, refined_at, candidate)
+    return best[0], best[1], dict(best[2], refine_tried=tried)
 
 
 def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name: str | None = None, out_dir: str | Path = "submissions") -> dict:
@@ -175,14 +191,16 @@ def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name
 
     member_cv = {m.exp: threshold_scores(*member_histograms(m, tta)) for m in members}
     weights = search_weights(members, layout)
+
+    def levels_at(i: int, size: tuple[int, int]) -> np.ndarray:
+        return blend_levels(members, weights, i, size)
+
     if len(members) == 1:
         positive, negative = member_histograms(reference, tta)
     else:
-        positive, negative = original_size_histograms(
-            reference.oof.ids, reference.oof.original_sizes, lambda i, size: blend_levels(members, weights, i, size), layout
-        )
-    blend_cv = threshold_scores(positive, negative)
-    by_subset = postprocess_scores(members, weights, blend_cv["threshold_level"], layout)
+        positive, negative = original_size_histograms(reference.oof.ids, reference.oof.original_sizes, levels_at, layout)
+    refine, levels_at, blend_cv = choose_refinement(reference.oof, levels_at, threshold_scores(positive, negative), layout)
+    by_subset = postprocess_scores(reference.oof, levels_at, blend_cv["threshold_level"], layout)
     best_subset = max(by_subset, key=lambda s: (by_subset[s].mean(), -len(s)))
     baseline = by_subset[()].mean()
     steps = list(best_subset) if by_subset[best_subset].mean() > baseline else []
@@ -197,6 +215,7 @@ def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name
         "tta": tta,
         "threshold": blend_cv["threshold"],
         "threshold_level": blend_cv["threshold_level"],
+        "refine": refine,
         "postprocess": steps,
         "cv": {"blend": blend_cv, "members": member_cv, "images": len(reference.oof.ids)},
         "data_root": reference.cfg.data.root,

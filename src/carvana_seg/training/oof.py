@@ -46,6 +46,15 @@ def upsample_probs(prob_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(prob_u8, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
 
 
+def blend_upsampled(levels: list[np.ndarray], weights: list[float], size: tuple[int, int]) -> np.ndarray:
+    """Weighted mean of several models' uint8 levels, each upsampled to `size`, as uint8 levels."""
+    acc = np.zeros(size, dtype=np.float32)
+    for prob_u8, weight in zip(levels, weights):
+        if weight:
+            acc += weight * upsample_probs(prob_u8, size).astype(np.float32)
+    return np.rint(acc / sum(weights)).astype(np.uint8)
+
+
 def original_size_histograms(
     ids: np.ndarray, sizes: np.ndarray, probs_at: Callable[[int, tuple[int, int]], np.ndarray], layout: CarvanaLayout, workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
