@@ -27,10 +27,10 @@ def main() -> None:
         print(f"{exp:24s} {scores['dice_at_0.5']:8.5f} {scores['threshold']:9.3f} {scores['dice_at_threshold']:8.5f}")
     blend = cv["blend"]
     weights = ", ".join(f"{m['exp']}={m['weight']:.2f}" for m in recipe["members"])
-    print(f"{'blend':24s} {blend['dice_at_0.5']:8.5f} {blend['threshold']:9.3f} {blend['dice_at_threshold']:8.5f}   weights: {weights}")
+    print(f"blend weights: {weights}; CV at each one's tuned threshold after edge refinement:")
     for label, value in blend["refine_tried"].items():
         print(f"  edge refinement {label:40s} {value:.5f}")
-    print(f"chosen edge refinement: {refine_label(recipe['refine'])}, threshold {recipe['threshold']:.3f}")
+    print(f"chosen edge refinement: {refine_label(recipe['refine'])}, threshold {recipe['threshold']:.3f} (CV at 0.5: {blend['dice_at_0.5']:.5f})")
     for steps, value in blend["postprocess"].items():
         print(f"  post-processing {steps:40s} {value:.5f}")
     print(f"chosen post-processing: {recipe['postprocess'] or 'none'}  ->  CV {blend['dice_final']:.5f}")
