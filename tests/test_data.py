@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import time
 
+import albumentations as A
 import numpy as np
 import pytest
 from PIL import Image
 
 from carvana_seg.data.dataset import SegmentationDataset
+from carvana_seg.data.floor import DarkenFloor
 from carvana_seg.data.layout import CarvanaLayout, DataError, read_mask_file, split_id, write_mask_gif
 from carvana_seg.data.sources import DecodedSource, build_cache
 
@@ -97,3 +99,44 @@ def test_dataset_samples_and_seeded_augmentation(tiny_layout):
     assert all((a == b).all() for a, b in zip(epoch0, [train[i]["image"] for i in range(12)]))
     train.set_epoch(1)
     assert any((a != b).any() for a, b in zip(epoch0, [train[i]["image"] for i in range(12)]))
+
+
+def car_on_floor(hw=(60, 90)) -> tuple[np.ndarray, np.ndarray]:
+    """A mid-grey photo with a bright 'car' box in the middle and its mask."""
+    image = np.full((*hw, 3), 160, np.uint8)
+    mask = np.zeros(hw, np.uint8)
+    mask[20:40, 30:60] = 1
+    image[mask > 0] = 230
+    return image, mask
+
+
+def test_darken_floor_darkens_only_the_floor_below_the_car():
+    image, mask = car_on_floor()
+    transform = A.Compose([DarkenFloor(p=1.0)])
+    transform.set_random_seed(3)
+    out = transform(image=image, mask=mask)
+    assert (out["mask"] == mask).all()
+    assert (out["image"][mask > 0] == image[mask > 0]).all()  # the car is untouched
+    assert (out["image"] <= image).all()  # nothing is brightened
+    below = out["image"][41:, 30:60]
+    assert (below < image[41:, 30:60]).any() and below.min() < 0.8 * 160  # a real shadow under the car
+    assert (out["image"][:8] == image[:8]).all()  # the sky above the car is untouched
+
+    again = A.Compose([DarkenFloor(p=1.0)])
+    again.set_random_seed(3)
+    assert (again(image=image, mask=mask)["image"] == out["image"]).all()  # seeded: reproducible
+
+
+def test_darken_floor_leaves_an_empty_mask_alone_and_needs_a_mask():
+    image, mask = car_on_floor()
+    transform = A.Compose([DarkenFloor(p=1.0)])
+    assert (transform(image=image, mask=np.zeros_like(mask))["image"] == image).all()
+    with pytest.raises(ValueError, match="needs the mask"):
+        transform(image=image)
+
+
+def test_dataset_uses_floor_darkening_only_when_asked(tiny_layout):
+    source = DecodedSource(CarvanaLayout(tiny_layout), CarvanaLayout(tiny_layout).train_ids, (16, 24))
+    with_floor = SegmentationDataset(source, [0], train=True, darken_floor=1.0).transform
+    assert any(isinstance(t, DarkenFloor) for t in with_floor.transforms)
+    assert not any(isinstance(t, DarkenFloor) for t in SegmentationDataset(source, [0], train=True).transform.transforms)

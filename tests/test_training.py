@@ -78,13 +78,35 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root):
 
 
 def test_ema_tensorboard_and_early_stopping(tmp_path, data_root):
-    cfg = tiny_config(tmp_path, data_root, "train.epochs=4", "train.lr=0", "train.early_stop=1", "train.ema=0.9",
+    cfg = tiny_config(tmp_path, data_root, "train.epochs=4", "train.lr=0", "train.early_stop=1", "train.keep=best", "train.ema=0.9",
                       "train.trackers=csv,tensorboard")
     scores = train_fold(cfg, fold=0)
     fold_dir = tmp_path / "runs" / "tiny" / "fold0"
     assert len(pd.read_csv(fold_dir / "metrics.csv")) == 2  # lr 0: no improvement after epoch 1, stop after 2
     assert scores["epochs"] == 2 and scores["best_epoch"] == 1
     assert list(fold_dir.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_keep_last_or_best_and_validate_every_n_epochs(tmp_path, data_root):
+    # lr 0: every epoch scores the same, so `best` keeps the first validated epoch, `last` the last.
+    last = train_fold(tiny_config(tmp_path, data_root, "exp.name=last", "train.epochs=3", "train.lr=0", "train.val_every=2"), fold=0)
+    assert last["kept_epoch"] == 3 and last["best_epoch"] == 2 and last["epochs"] == 3
+    metrics = pd.read_csv(tmp_path / "runs" / "last" / "fold0" / "metrics.csv")
+    assert metrics["val_dice"].isna().tolist() == [True, False, False]  # epoch 2 by val_every, 3 as the last
+    best = train_fold(tiny_config(tmp_path, data_root, "exp.name=best", "train.epochs=3", "train.lr=0", "train.keep=best"), fold=0)
+    assert best["kept_epoch"] == 1 and best["dice_train_res"] == best["best_dice_train_res"]
+    assert (tmp_path / "runs" / "best" / "fold0" / "learning_curve.png").is_file()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.keep=first"], r"train.keep: 'first' is not one of last, best"),
+    (["train.val_every=0"], r"train.val_every: must be >= 1"),
+    (["train.early_stop=2"], r"train.early_stop needs train.keep=best"),
+])
+def test_conflicting_keep_settings_fail_before_training(tmp_path, data_root, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train_fold(tiny_config(tmp_path, data_root, *overrides), fold=0)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_tracker_is_a_config_error(tmp_path, data_root):

@@ -43,6 +43,7 @@ class DataConfig:
     use_cache: bool = True
     num_workers: int = 2
     augment: bool = True
+    darken_floor: float = 0.0  # probability of darkening the floor around the car (data/floor.py)
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -86,7 +87,9 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float = 1.0
     ema: float = 0.0  # EMA decay of weights; 0 disables
-    early_stop: int = 0  # epochs without improvement before stopping; 0 disables
+    keep: str = "last"  # weights and OOF from the last epoch, or the best validated one
+    val_every: int = 1  # validate every N epochs (and always after the last)
+    early_stop: int = 0  # epochs without improvement before stopping (needs keep=best); 0 disables
     seed: int = 42
     channels_last: bool = True
     trackers: str = "csv"  # comma list: csv, tensorboard, mlflow, wandb

@@ -11,6 +11,8 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
+from carvana_seg.data.floor import DarkenFloor
+
 # Augmentation strengths: small geometric jitter, as the cars are centred on a turntable.
 SHIFT, SCALE, ROTATE_DEG = 0.0625, 0.1, 5.0
 BRIGHTNESS = CONTRAST = SATURATION = 0.2
@@ -26,10 +28,13 @@ class ResizedSource(Protocol):
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-def build_transform(train: bool) -> A.Compose:
-    """Train: flip, small shift/scale/rotate, colour jitter. Validation and test: none."""
+def build_transform(train: bool, darken_floor: float = 0.0) -> A.Compose:
+    """Train: floor darkening (with probability `darken_floor`), flip, small
+    shift/scale/rotate, colour jitter. Validation and test: none."""
     steps: list[A.BasicTransform] = []
     if train:
+        if darken_floor > 0:
+            steps.append(DarkenFloor(p=darken_floor))
         steps += [
             A.HorizontalFlip(p=0.5),
             A.Affine(
@@ -54,11 +59,11 @@ class SegmentationDataset(Dataset):
     across samples (so across processes under DDP) and epochs.
     """
 
-    def __init__(self, source: ResizedSource, indices: list[int] | np.ndarray, train: bool, seed: int = 0):
+    def __init__(self, source: ResizedSource, indices: list[int] | np.ndarray, train: bool, seed: int = 0, darken_floor: float = 0.0):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.train = train
-        self.transform = build_transform(train)
+        self.transform = build_transform(train, darken_floor)
         self.seed = seed
         self.epoch = 0
 

@@ -65,15 +65,19 @@ def build_trackers(names: str, fold_dir: Path, keep_through_step: int) -> list:
 
 
 def plot_learning_curve(metrics_csv: Path, out_png: Path, title: str) -> None:
-    """Train loss and validation Dice against epoch, with the best epoch marked."""
+    """Train loss and validation Dice (on the epochs that were validated) against epoch,
+    with the best validated epoch marked."""
     table = pd.read_csv(metrics_csv)
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.plot(table["epoch"], table["train_loss"], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    ax_dice.plot(table["epoch"], table["val_dice"], marker="o", color="tab:green")
-    best = table.loc[table["val_dice"].idxmax()]
-    ax_dice.axvline(best["epoch"], color="grey", linestyle=":")
-    ax_dice.set(xlabel="epoch", ylabel="mean per-image Dice", title=f"validation (best {best['val_dice']:.4f})")
+    validated = table.dropna(subset=["val_dice"]) if "val_dice" in table else table.iloc[:0]
+    ax_dice.set(xlabel="epoch", ylabel="mean per-image Dice", title="validation (none yet)")
+    if len(validated):
+        ax_dice.plot(validated["epoch"], validated["val_dice"], marker="o", color="tab:green")
+        best = validated.loc[validated["val_dice"].idxmax()]
+        ax_dice.axvline(best["epoch"], color="grey", linestyle=":")
+        ax_dice.set_title(f"validation (best {best['val_dice']:.4f})")
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
     fig.suptitle(title)

@@ -2,7 +2,12 @@
 
 The same code runs on one CPU process, on a GPU with AMP, or under DDP
 (`accelerate launch`, `torchrun`). Read `train_fold` top to bottom: build, then per epoch
-train, validate on the fold's held-out cars, keep the best, save a resumable state.
+train, validate on the fold's held-out cars (every `train.val_every` epochs), keep the last
+or the best epoch's weights and OOF predictions, save a resumable state.
+
+`train.keep=last` is the default because choosing the epoch by its score on the very images
+that form the OOF set makes the CV optimistic, and on a fold with one odd car it picks an
+under-trained model for all the others (benchmarks/results/carvana_cpu.md).
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class TrainerState:
     epoch: int = 0  # epochs completed
     best_dice: float = -1.0
     best_epoch: int = 0
+    kept_dice: float = -1.0  # validation Dice of the epoch whose weights and OOF are kept
+    kept_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best, for early stopping
     train_seconds: float = 0.0
     train_images: int = 0
@@ -71,6 +78,19 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
         return start + (1 - start) * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+KEEP_CHOICES = ("last", "best")
+
+
+def check_schedule_settings(cfg: Config) -> None:
+    """Fail before training on settings that cannot work together."""
+    if cfg.train.keep not in KEEP_CHOICES:
+        raise ConfigError(f"train.keep: {cfg.train.keep!r} is not one of {', '.join(KEEP_CHOICES)}")
+    if cfg.train.val_every < 1:
+        raise ConfigError(f"train.val_every: must be >= 1, got {cfg.train.val_every}")
+    if cfg.train.early_stop and cfg.train.keep != "best":
+        raise ConfigError("train.early_stop needs train.keep=best: a run that stops early has no last epoch to keep")
 
 
 def fold_data(cfg: Config, fold: int, accelerator: Accelerator) -> tuple[CarvanaLayout, CachedSource | DecodedSource, np.ndarray, np.ndarray]:
@@ -136,6 +156,7 @@ def load_resume_state(accelerator: Accelerator, state_root: Path) -> TrainerStat
 
 def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: int | None = None) -> dict:
     """Train one fold; returns its scores (also written to oof/<exp>/fold<k>.json)."""
+    check_schedule_settings(cfg)
     paths = ExperimentPaths.of(cfg)
     fold_dir, state_root = paths.fold_dir(fold), paths.state_dir(fold)
     saved = latest_state(state_root) if resume else None
@@ -155,7 +176,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
 
     # ---- data, model, optimizer, schedule --------------------------------------------
     loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
-    train_set = SegmentationDataset(source, train_idx, train=cfg.data.augment, seed=cfg.train.seed)
+    train_set = SegmentationDataset(source, train_idx, train=cfg.data.augment, seed=cfg.train.seed, darken_floor=cfg.data.darken_floor)
     train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_idx) >= cfg.train.batch_size, **loader_args)
     val_loader = DataLoader(SegmentationDataset(source, val_idx, train=False), shuffle=False, **loader_args)
     model = build_model(cfg.model)
@@ -195,7 +216,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         train_set.set_epoch(epoch)
         train_loader.set_epoch(epoch)
         losses, seen, start = [], 0, time.perf_counter()
-        last_dice = f"{state.history[-1]['val_dice']:.4f}" if state.history else "-"
+        last_dice = next((f"{row['val_dice']:.4f}" for row in reversed(state.history) if "val_dice" in row), "-")
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not accelerator.is_local_main_process, leave=False)
         for step, batch in enumerate(bar):
             images = batch["image"]
@@ -224,37 +245,33 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         state.train_seconds += epoch_seconds
         state.train_images += seen
 
-        # ---- validate on the held-out cars --------------------------------------------
-        eval_model = ema.module if ema is not None else model
-        indices, probs = predict_loader(eval_model, val_loader, accelerator, views=["identity"])
-        if sorted(indices.tolist()) != sorted(val_position):
-            raise RuntimeError(f"validation gathered {len(indices)} predictions for {len(val_position)} images")
-        order = np.argsort([val_position[int(i)] for i in indices])
-        probs = probs[order]
-        val_dice = float(dice_per_image(probs >= HALF, val_truth).mean())
-        improved = val_dice > state.best_dice
-        if improved:
-            state.best_dice, state.best_epoch, state.bad_epochs = val_dice, epoch, 0
-            if accelerator.is_main_process:
-                save_checkpoint(accelerator.unwrap_model(eval_model), cfg, fold_dir)
-                sizes = np.array([source.original_size(int(i)) for i in val_idx])
-                OOF(np.array(source.ids)[val_idx], probs, sizes).save(paths.oof_npz(fold))
-        else:
-            state.bad_epochs += 1
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], "images_per_s": seen / epoch_seconds}
+        report = ""
+
+        # ---- validate on the held-out cars; keep this epoch if it is the last / the best --
+        if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
+            eval_model = ema.module if ema is not None else model
+            indices, probs = predict_loader(eval_model, val_loader, accelerator, views=["identity"])
+            if sorted(indices.tolist()) != sorted(val_position):
+                raise RuntimeError(f"validation gathered {len(indices)} predictions for {len(val_position)} images")
+            probs = probs[np.argsort([val_position[int(i)] for i in indices])]
+            row["val_dice"] = val_dice = float(dice_per_image(probs >= HALF, val_truth).mean())
+            improved = val_dice > state.best_dice
+            if improved:
+                state.best_dice, state.best_epoch = val_dice, epoch
+            state.bad_epochs = epoch - state.best_epoch
+            keep = improved if cfg.train.keep == "best" else epoch == cfg.train.epochs
+            if keep:
+                state.kept_dice, state.kept_epoch = val_dice, epoch
+                if accelerator.is_main_process:
+                    save_checkpoint(accelerator.unwrap_model(eval_model), cfg, fold_dir)
+                    sizes = np.array([source.original_size(int(i)) for i in val_idx])
+                    OOF(np.array(source.ids)[val_idx], probs, sizes).save(paths.oof_npz(fold))
+            report = f"  val Dice {val_dice:.4f}{'  *best*' if improved else ''}{'  (kept)' if keep else ''}"
         state.epoch = epoch
-        row = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
-            "val_dice": val_dice,
-            "lr": scheduler.get_last_lr()[0],
-            "images_per_s": seen / epoch_seconds,
-        }
         state.history.append(row)
         accelerator.log(row, step=epoch)
-        accelerator.print(
-            f"epoch {epoch}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  val Dice {val_dice:.4f}"
-            f"{'  *best*' if improved else ''}  {row['images_per_s']:.1f} img/s"
-        )
+        accelerator.print(f"epoch {epoch}/{cfg.train.epochs}  loss {row['train_loss']:.4f}{report}  {row['images_per_s']:.1f} img/s")
         if accelerator.is_main_process:
             plot_learning_curve(fold_dir / "metrics.csv", fold_dir / "learning_curve.png", f"{cfg.exp.name} fold {fold}")
         save_resume_state(accelerator, state, state_root)
@@ -270,7 +287,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         scores = score_fold(cfg, fold, layout, state, n_params, accelerator.num_processes)
         accelerator.print(
             f"{cfg.exp.name} fold {fold}: Dice {scores['dice_train_res']:.4f} at {cfg.data.size}, "
-            f"{scores['dice']:.4f} at original size (best epoch {state.best_epoch})"
+            f"{scores['dice']:.4f} at original size (kept epoch {state.kept_epoch}, best validated {state.best_epoch})"
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()  # also ends the process group under DDP
@@ -278,7 +295,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
 
 
 def score_fold(cfg: Config, fold: int, layout: CarvanaLayout, state: TrainerState, n_params: int, processes: int) -> dict:
-    """Score the best epoch's OOF at original resolution and write oof/<exp>/fold<k>.json."""
+    """Score the kept epoch's OOF at original resolution and write oof/<exp>/fold<k>.json."""
     paths = ExperimentPaths.of(cfg)
     oof = OOF.load(paths.oof_npz(fold))
     positive, negative = oof_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
@@ -287,8 +304,10 @@ def score_fold(cfg: Config, fold: int, layout: CarvanaLayout, state: TrainerStat
         "fold": fold,
         "images": len(oof.ids),
         "dice": float(dice_by_level(positive, negative)[:, HALF].mean()),
-        "dice_train_res": state.best_dice,
+        "dice_train_res": state.kept_dice,
+        "kept_epoch": state.kept_epoch,
         "best_epoch": state.best_epoch,
+        "best_dice_train_res": state.best_dice,
         "epochs": state.epoch,
         "parameters": n_params,
         "train_images_per_s": state.train_images / max(state.train_seconds, 1e-9),
