@@ -18,6 +18,7 @@ from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.postprocess import fill_holes, largest_component, min_area
+from carvana_seg.inference.refine import refine_levels
 from carvana_seg.inference.tta import parse_tta, predict_probs
 from carvana_seg.inference.tune import check_complete, tune
 from carvana_seg.training.metrics import dice_by_level, dice_per_image, level_histograms
@@ -127,17 +128,30 @@ def test_tune_writes_a_recipe_with_blend_and_members(trained):
     assert (recipe["refine"] is None) == (max(tried, key=tried.get) == "none")
 
 
-def test_recipe_refinement_is_applied_at_prediction(trained):
-    """A recipe with a refinement changes the submitted masks (both files pass validation)."""
-    tune(["plain"], trained / "runs", name="plain_raw", out_dir=trained / "submissions")
-    raw_path = trained / "submissions" / "plain_raw.recipe.json"
-    recipe = json.loads(raw_path.read_text())
-    recipe.update(name="plain_refined", refine={"radius": 4, "eps": 1e-3})
-    refined_path = trained / "submissions" / "plain_refined.recipe.json"
-    refined_path.write_text(json.dumps(recipe))
+def test_recipe_refinement_is_applied_at_prediction(trained, monkeypatch):
+    """Prediction refines every test image with the recipe's settings (and not without them).
+
+    Whether refinement changes a mask depends on how soft the model's edges are; that it
+    moves edges onto the photo's is tested in test_refine.py.
+    """
+    recipe = tune(["plain"], trained / "runs", name="plain_tuned", out_dir=trained / "submissions")
+    raw_path, refined_path = (trained / "submissions" / f"{name}.recipe.json" for name in ("plain_raw", "plain_refined"))
+    raw_path.write_text(json.dumps({**recipe, "name": "plain_raw", "refine": None}))
+    refined_path.write_text(json.dumps({**recipe, "name": "plain_refined", "refine": {"radius": 4, "eps": 1e-3}}))
+
+    calls = []
+
+    def spy(levels, photo, refine):
+        calls.append((photo.name, refine))
+        return refine_levels(levels, photo, refine)
+
+    monkeypatch.setattr(submit, "refine_levels", spy)
     raw = submit.predict_submission(raw_path, workers=0).read_text().splitlines()[1:]
+    raw_calls, calls[:] = sorted(calls, key=str), []
     refined = submit.predict_submission(refined_path, workers=0).read_text().splitlines()[1:]
-    assert raw != refined
+    images = sorted(r.split(",")[0] for r in raw)
+    assert raw_calls == [(name, None) for name in images]
+    assert sorted(calls, key=str) == [(name, {"radius": 4, "eps": 1e-3}) for name in images]
     assert [r.split(",")[0] for r in raw] == [r.split(",")[0] for r in refined]  # same images, same order
 
 
