@@ -1,7 +1,7 @@
 """Where an experiment's results live: one folder per experiment, as nnU-Net lays them out.
 
     runs/<exp>/config.yaml                  the resolved config that made everything below
-    runs/<exp>/fold<k>/model.safetensors    best weights (+ config), metrics.csv, learning_curve.png
+    runs/<exp>/fold<k>/model.safetensors    kept weights (+ config; last or best epoch, train.keep), metrics.csv, learning_curve.png
     runs/<exp>/fold<k>/state/               accelerate state for --resume (latest.json points at it)
     oof/<exp>/fold<k>.npz, fold<k>.json     the fold's validation probabilities and scores
 """
