@@ -17,6 +17,7 @@ from safetensors.numpy import load_file
 from carvana_seg.config import ConfigError, load_config
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.models import load_checkpoint
 from carvana_seg.training.oof import OOF
 from carvana_seg.training.trainer import NonFiniteLossError, train_fold
 
@@ -96,6 +97,20 @@ def test_keep_last_or_best_and_validate_every_n_epochs(tmp_path, data_root):
     best = train_fold(tiny_config(tmp_path, data_root, "exp.name=best", "train.epochs=3", "train.lr=0", "train.keep=best"), fold=0)
     assert best["kept_epoch"] == 1 and best["dice_train_res"] == best["best_dice_train_res"]
     assert (tmp_path / "runs" / "best" / "fold0" / "learning_curve.png").is_file()
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path, data_root):
+    # train.compile wraps the model in torch.compile: same numbers up to fused-kernel rounding,
+    # and the checkpoint must load strictly into an uncompiled model (no `_orig_mod.` keys).
+    eager = train_fold(tiny_config(tmp_path, data_root, "exp.name=eager", "train.epochs=1"), fold=0)
+    compiled = train_fold(tiny_config(tmp_path, data_root, "exp.name=compiled", "train.epochs=1", "train.compile=true"), fold=0)
+    assert compiled["dice_train_res"] == pytest.approx(eager["dice_train_res"], abs=1e-3)
+    probs = [OOF.load(tmp_path / "oof" / exp / "fold0.npz").probs.astype(int) for exp in ("eager", "compiled")]
+    assert np.abs(probs[0] - probs[1]).max() <= 2  # uint8 probability levels
+    weights = tmp_path / "runs" / "compiled" / "fold0" / "model.safetensors"
+    assert not [key for key in load_file(weights) if "_orig_mod" in key]
+    _, cfg = load_checkpoint(weights)  # strict: every key must match the plain model
+    assert cfg.train.compile
 
 
 @pytest.mark.parametrize("overrides, message", [

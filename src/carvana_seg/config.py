@@ -92,6 +92,7 @@ class TrainConfig:
     early_stop: int = 0  # epochs without improvement before stopping (needs keep=best); 0 disables
     seed: int = 42
     channels_last: bool = True
+    compile: bool = False  # torch.compile (inductor) through accelerate: faster steps after a one-off compile
     trackers: str = "csv"  # comma list: csv, tensorboard, mlflow, wandb
 
 

@@ -166,6 +166,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         gradient_accumulation_steps=cfg.train.grad_accum,
         log_with=build_trackers(cfg.train.trackers, fold_dir, keep_through_step=previous),
         project_dir=str(fold_dir),
+        dynamo_backend="inductor" if cfg.train.compile else None,  # None: accelerate's own config decides
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=True),
     )
     set_seed(cfg.train.seed)
@@ -194,7 +195,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler)
     ema = None
     if cfg.train.ema > 0:
-        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
+        ema = AveragedModel(accelerator.unwrap_model(model, keep_torch_compile=False), multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
         accelerator.register_for_checkpointing(ema)
 
     state = TrainerState()
@@ -237,7 +238,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if ema is not None and accelerator.sync_gradients:
-                ema.update_parameters(accelerator.unwrap_model(model))
+                ema.update_parameters(accelerator.unwrap_model(model, keep_torch_compile=False))
             losses.append(mean_loss.item())
             seen += len(images) * accelerator.num_processes
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_dice=last_dice, img_s=f"{seen / (time.perf_counter() - start):.1f}")
@@ -264,7 +265,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
             if keep:
                 state.kept_dice, state.kept_epoch = val_dice, epoch
                 if accelerator.is_main_process:
-                    save_checkpoint(accelerator.unwrap_model(eval_model), cfg, fold_dir)
+                    save_checkpoint(accelerator.unwrap_model(eval_model, keep_torch_compile=False), cfg, fold_dir)
                     sizes = np.array([source.original_size(int(i)) for i in val_idx])
                     OOF(np.array(source.ids)[val_idx], probs, sizes).save(paths.oof_npz(fold))
             report = f"  val Dice {val_dice:.4f}{'  *best*' if improved else ''}{'  (kept)' if keep else ''}"
