@@ -1,6 +1,6 @@
 """Is `train.compile=true` worth it on this CPU? Eager vs torch.compile training steps.
 
-    python benchmarks/compile.py [--config configs/carvana_cpu/unet_res_224.yaml] [--rounds 4] [--steps 5]
+    python benchmarks/compile.py [--config configs/carvana_cpu/unet_res_192_fast.yaml] [--rounds 3] [--steps 4]
 
 Both models are built from the config (same weights), then trained in alternating rounds of
 `--steps` steps each (forward, BCE+Dice, backward, AdamW) on a fixed random batch at the
@@ -42,9 +42,9 @@ def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "carvana_cpu" / "unet_res_224.yaml"))
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--config", default=str(REPO / "configs" / "carvana_cpu" / "unet_res_192_fast.yaml"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
 
     cfg = load_config(args.config)
