@@ -193,9 +193,10 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     )
     criterion = build_loss(cfg.train.loss)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler)
+    plain_model = accelerator.unwrap_model(model, keep_torch_compile=False)  # no DDP / compile wrapper, same weights
     ema = None
     if cfg.train.ema > 0:
-        ema = AveragedModel(accelerator.unwrap_model(model, keep_torch_compile=False), multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
+        ema = AveragedModel(plain_model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
         accelerator.register_for_checkpointing(ema)
 
     state = TrainerState()
@@ -238,7 +239,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if ema is not None and accelerator.sync_gradients:
-                ema.update_parameters(accelerator.unwrap_model(model, keep_torch_compile=False))
+                ema.update_parameters(plain_model)
             losses.append(mean_loss.item())
             seen += len(images) * accelerator.num_processes
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_dice=last_dice, img_s=f"{seen / (time.perf_counter() - start):.1f}")
