@@ -6,14 +6,16 @@ import os
 import time
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.floor import DarkenFloor
 from carvana_seg.data.layout import CarvanaLayout, DataError, read_mask_file, split_id, write_mask_gif
-from carvana_seg.data.sources import DecodedSource, build_cache
+from carvana_seg.data.sources import HALF_COVERED, DecodedSource, build_cache, covered, mask_coverage, resize_mask
 
 
 def test_ids_cars_angles_and_masks(tiny_layout):
@@ -140,3 +142,37 @@ def test_dataset_uses_floor_darkening_only_when_asked(tiny_layout):
     with_floor = SegmentationDataset(source, [0], train=True, darken_floor=1.0).transform
     assert any(isinstance(t, DarkenFloor) for t in with_floor.transforms)
     assert not any(isinstance(t, DarkenFloor) for t in SegmentationDataset(source, [0], train=True).transform.transforms)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_mask_coverage_keeps_the_outline_between_pixels():
+    # A disc whose outline falls between the pixels of a 10x smaller grid: rounding the small
+    # mask to 0/1 moves the outline by up to half a small pixel, its coverage keeps it.
+    yy, xx = np.mgrid[:240, :360]
+    disc = ((yy - 117.3) ** 2 + (xx - 181.6) ** 2 < 83.7**2).astype(np.uint8)
+    coverage = mask_coverage(disc, (24, 36))
+    assert coverage.dtype == np.uint8 and 0 < coverage[coverage < 255].max() and (coverage == 255).any()
+    assert np.array_equal(covered(coverage), resize_mask(disc, (24, 36)))
+
+    def upsampled(small: np.ndarray) -> np.ndarray:
+        return cv2.resize(small, (360, 240), interpolation=cv2.INTER_LINEAR) >= HALF_COVERED
+
+    from_coverage, from_binary = dice(upsampled(coverage), disc > 0), dice(upsampled(covered(coverage) * 255), disc > 0)
+    assert from_coverage > 0.99 and from_coverage - from_binary > 0.01, (from_coverage, from_binary)  # 0.9949 vs 0.9784
+
+
+def test_dataset_targets_are_coverage_with_soft_masks_else_rounded(tiny_layout):
+    source = DecodedSource(CarvanaLayout(tiny_layout), CarvanaLayout(tiny_layout).train_ids, (16, 24))
+    coverage = source.get(2)[1]
+    assert ((coverage > 0) & (coverage < 255)).any()  # the resized outline has partly covered pixels
+    soft = SegmentationDataset(source, [2], train=False, soft_masks=True)[0]["mask"][0].numpy()
+    hard = SegmentationDataset(source, [2], train=False)[0]["mask"][0].numpy()
+    np.testing.assert_allclose(soft, coverage / 255, atol=1e-6)
+    assert np.array_equal(hard, covered(coverage))
+
+    augmented = SegmentationDataset(source, list(range(12)), train=True, seed=0, darken_floor=1.0, soft_masks=True)
+    targets = torch.cat([augmented[i]["mask"] for i in range(12)])
+    assert targets.min() >= 0 and targets.max() <= 1 and ((targets > 0) & (targets < 1)).any()

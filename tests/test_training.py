@@ -113,12 +113,23 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path, data_
     assert cfg.train.compile
 
 
+def test_soft_masks_change_the_training_targets_not_the_validation_truth(tmp_path, data_root):
+    # lr 0: both runs keep their initial weights, so only the targets differ: the training
+    # loss must (soft targets reach the loss), the validation Dice must not (scored on 0/1 truth).
+    runs = [train_fold(tiny_config(tmp_path, data_root, f"exp.name={name}", "train.epochs=1", "train.lr=0", *extra), fold=0)
+            for name, extra in (("hard", ()), ("soft", ("data.soft_masks=true",)))]
+    losses = [pd.read_csv(tmp_path / "runs" / name / "fold0" / "metrics.csv")["train_loss"].item() for name in ("hard", "soft")]
+    assert abs(losses[0] - losses[1]) > 1e-4, losses
+    assert runs[0]["dice_train_res"] == runs[1]["dice_train_res"] and runs[0]["dice"] == runs[1]["dice"]
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["train.keep=first"], r"train.keep: 'first' is not one of last, best"),
     (["train.val_every=0"], r"train.val_every: must be >= 1"),
     (["train.early_stop=2"], r"train.early_stop needs train.keep=best"),
+    (["data.soft_masks=true", "train.loss=lovasz"], r"data.soft_masks needs a loss that takes soft targets \(bce_dice, bce\), not 'lovasz'"),
 ])
-def test_conflicting_keep_settings_fail_before_training(tmp_path, data_root, overrides, message):
+def test_conflicting_settings_fail_before_training(tmp_path, data_root, overrides, message):
     with pytest.raises(ConfigError, match=message):
         train_fold(tiny_config(tmp_path, data_root, *overrides), fold=0)
     assert not (tmp_path / "runs").exists()

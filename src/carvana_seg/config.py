@@ -44,6 +44,7 @@ class DataConfig:
     num_workers: int = 2
     augment: bool = True
     darken_floor: float = 0.0  # probability of darkening the floor around the car (data/floor.py)
+    soft_masks: bool = False  # train on each pixel's car coverage (0-1), not 0/1: keeps sub-pixel outlines
 
     @property
     def hw(self) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
 from carvana_seg.data.floor import DarkenFloor
+from carvana_seg.data.sources import HALF_COVERED
 
 # Augmentation strengths: small geometric jitter, as the cars are centred on a turntable.
 SHIFT, SCALE, ROTATE_DEG = 0.0625, 0.1, 5.0
@@ -25,12 +26,13 @@ class ResizedSource(Protocol):
 
     def __len__(self) -> int: ...
     def original_size(self, index: int) -> tuple[int, int]: ...
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]: ...
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]: ...  # image, mask coverage 0-255
 
 
-def build_transform(train: bool, darken_floor: float = 0.0) -> A.Compose:
+def build_transform(train: bool, darken_floor: float = 0.0, soft_masks: bool = False) -> A.Compose:
     """Train: floor darkening (with probability `darken_floor`), flip, small
-    shift/scale/rotate, colour jitter. Validation and test: none."""
+    shift/scale/rotate, colour jitter. Validation and test: none. Soft masks are
+    resampled bilinearly, so a shifted outline keeps its sub-pixel position."""
     steps: list[A.BasicTransform] = []
     if train:
         if darken_floor > 0:
@@ -42,6 +44,7 @@ def build_transform(train: bool, darken_floor: float = 0.0) -> A.Compose:
                 scale=(1 - SCALE, 1 + SCALE),
                 rotate=(-ROTATE_DEG, ROTATE_DEG),
                 border_mode=cv2.BORDER_REFLECT_101,
+                mask_interpolation=cv2.INTER_LINEAR if soft_masks else cv2.INTER_NEAREST,
                 p=0.5,
             ),
             A.ColorJitter(brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE, p=0.5),
@@ -54,16 +57,26 @@ class SegmentationDataset(Dataset):
     """Samples `{image, mask, index, id}`; `index` is the position in the source, so
     predictions gathered across processes can be put back in place.
 
-    A training sample's augmentation is seeded from (seed, epoch, index): reproducible
+    The mask is the car's coverage of each pixel (0-1) with `soft_masks`, else 0/1 (at
+    least half covered). A training sample's augmentation is seeded from (seed, epoch, index): reproducible
     whatever the number of workers or processes, identical after a resume, and different
     across samples (so across processes under DDP) and epochs.
     """
 
-    def __init__(self, source: ResizedSource, indices: list[int] | np.ndarray, train: bool, seed: int = 0, darken_floor: float = 0.0):
+    def __init__(
+        self,
+        source: ResizedSource,
+        indices: list[int] | np.ndarray,
+        train: bool,
+        seed: int = 0,
+        darken_floor: float = 0.0,
+        soft_masks: bool = False,
+    ):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.train = train
-        self.transform = build_transform(train, darken_floor)
+        self.soft_masks = soft_masks
+        self.transform = build_transform(train, darken_floor, soft_masks)
         self.seed = seed
         self.epoch = 0
 
@@ -85,6 +98,8 @@ class SegmentationDataset(Dataset):
             sample = {"image": out["image"]}
         else:
             out = self.transform(image=image, mask=mask)
-            sample = {"image": out["image"], "mask": out["mask"].unsqueeze(0).float()}
+            coverage = out["mask"].unsqueeze(0)
+            target = coverage.float() / 255 if self.soft_masks else (coverage >= HALF_COVERED).float()
+            sample = {"image": out["image"], "mask": target}
         sample.update(index=torch.tensor(index), id=self.source.ids[index])
         return sample

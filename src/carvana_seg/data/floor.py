@@ -32,7 +32,7 @@ class DarkenFloor(A.ImageOnlyTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         if "mask" not in data:
             raise ValueError("DarkenFloor needs the mask: it darkens background pixels only")
-        car = np.asarray(data["mask"]) > 0
+        car = np.asarray(data["mask"]) > 0  # any coverage: a pixel that is partly car keeps its colour
         height, width = car.shape[:2]
         rows, cols = np.flatnonzero(car.any(axis=1)), np.flatnonzero(car.any(axis=0))
         if len(rows) == 0:

@@ -31,13 +31,13 @@ from carvana_seg.config import Config, ConfigError
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout
-from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache
+from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache, covered
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.tta import predict_probs, to_levels
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models import build_model, save_checkpoint
 from carvana_seg.models.stats import count_parameters
-from carvana_seg.training.losses import build_loss
+from carvana_seg.training.losses import SOFT_TARGET_LOSSES, build_loss
 from carvana_seg.training.metrics import HALF, dice_by_level, dice_per_image
 from carvana_seg.training.oof import OOF, oof_histograms
 from carvana_seg.training.paths import ExperimentPaths
@@ -91,6 +91,8 @@ def check_schedule_settings(cfg: Config) -> None:
         raise ConfigError(f"train.val_every: must be >= 1, got {cfg.train.val_every}")
     if cfg.train.early_stop and cfg.train.keep != "best":
         raise ConfigError("train.early_stop needs train.keep=best: a run that stops early has no last epoch to keep")
+    if cfg.data.soft_masks and cfg.train.loss not in SOFT_TARGET_LOSSES:
+        raise ConfigError(f"data.soft_masks needs a loss that takes soft targets ({', '.join(SOFT_TARGET_LOSSES)}), not {cfg.train.loss!r}")
 
 
 def fold_data(cfg: Config, fold: int, accelerator: Accelerator) -> tuple[CarvanaLayout, CachedSource | DecodedSource, np.ndarray, np.ndarray]:
@@ -177,7 +179,9 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
 
     # ---- data, model, optimizer, schedule --------------------------------------------
     loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
-    train_set = SegmentationDataset(source, train_idx, train=cfg.data.augment, seed=cfg.train.seed, darken_floor=cfg.data.darken_floor)
+    train_set = SegmentationDataset(
+        source, train_idx, train=cfg.data.augment, seed=cfg.train.seed, darken_floor=cfg.data.darken_floor, soft_masks=cfg.data.soft_masks
+    )
     train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_idx) >= cfg.train.batch_size, **loader_args)
     val_loader = DataLoader(SegmentationDataset(source, val_idx, train=False), shuffle=False, **loader_args)
     model = build_model(cfg.model)
@@ -209,7 +213,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         f"{n_params:,} parameters, {accelerator.num_processes} process(es) on {accelerator.device}"
     )
 
-    val_truth = np.stack([source.get(int(i))[1] for i in val_idx])
+    val_truth = np.stack([covered(source.get(int(i))[1]) for i in val_idx])
     val_position = {int(i): k for k, i in enumerate(val_idx)}
     last_epoch = cfg.train.epochs if stop_after_epoch is None else min(cfg.train.epochs, stop_after_epoch)
     for epoch in range(state.epoch + 1, last_epoch + 1):
