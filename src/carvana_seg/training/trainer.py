@@ -83,7 +83,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 KEEP_CHOICES = ("last", "best")
 
 
-def check_schedule_settings(cfg: Config) -> None:
+def check_settings(cfg: Config) -> None:
     """Fail before training on settings that cannot work together."""
     if cfg.train.keep not in KEEP_CHOICES:
         raise ConfigError(f"train.keep: {cfg.train.keep!r} is not one of {', '.join(KEEP_CHOICES)}")
@@ -158,7 +158,7 @@ def load_resume_state(accelerator: Accelerator, state_root: Path) -> TrainerStat
 
 def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: int | None = None) -> dict:
     """Train one fold; returns its scores (also written to oof/<exp>/fold<k>.json)."""
-    check_schedule_settings(cfg)
+    check_settings(cfg)
     paths = ExperimentPaths.of(cfg)
     fold_dir, state_root = paths.fold_dir(fold), paths.state_dir(fold)
     saved = latest_state(state_root) if resume else None
