@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carvana_seg.reporting.leaderboard import build_leaderboard, paired_bootstrap
+from carvana_seg.config import load_config
+from carvana_seg.reporting.leaderboard import build_leaderboard, describe_model, paired_bootstrap
 
 
 def test_bootstrap_constant_difference_has_a_zero_width_interval():
@@ -30,6 +31,19 @@ def test_bootstrap_resamples_whole_groups():
     assert mean == 0.5 and low == -1.0 and high == 1.0
     _, low_images, high_images = paired_bootstrap(diffs, samples=4000)
     assert low_images > -1.0  # per-image resampling rarely draws four -1s: a narrower interval
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], "U-Net plain b64 d4"),
+        (["model.block=res", "model.upsample=bilinear"], "U-Net res b64 d4 bilinear"),
+        (["model.base_channels=16", "model.pixel_shuffle=2"], "U-Net plain b16 d4 shuffle2"),
+        (["model.name=smp", "model.encoder=resnet18"], "smp Unet resnet18"),
+    ],
+)
+def test_model_column_names_what_sets_models_apart(overrides, expected):
+    assert describe_model(load_config(None, overrides)) == expected
 
 
 def test_leaderboard_on_two_tiny_experiments(trained, tmp_path):

@@ -67,6 +67,7 @@ class ModelConfig:
     se_reduction: int = 16
     dropout: float = 0.0
     decoder_residual: bool = False
+    pixel_shuffle: int = 1  # f > 1: the U-Net runs at 1/f of the input size on f*f-pixel cells (unet.py)
     in_channels: int = 3
     classes: int = 1
     # segmentation-models-pytorch baselines

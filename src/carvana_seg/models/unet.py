@@ -16,11 +16,20 @@ Any input size works: pooling uses ceil mode, so every stage keeps at least one 
 each upsampled map is at least as large as its skip; it is cropped at the bottom/right to
 the skip's size (the extra row/column comes from the padded pooling window there). The
 output therefore has exactly the input's height and width.
+
+`pixel_shuffle=f` wraps the same U-Net in a space-to-depth pair: each f x f block of input
+pixels becomes one cell of f*f*in_channels (PixelUnshuffle), and the head predicts f*f
+values per cell that PixelShuffle lays back out as the f x f block. The U-Net's stages then
+run at 1/f of the input size, at about the compute of a U-Net fed a 1/f-size image, but it
+sees the photo's edges and places the outline on a grid f times finer. An input whose sides
+are not multiples of f is padded at the bottom/right (edge pixels repeated) and the output
+cropped back.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from carvana_seg.config import ModelConfig
@@ -67,13 +76,14 @@ class UNet(nn.Module):
         se_reduction: int = 16,
         dropout: float = 0.0,
         decoder_residual: bool = False,
+        pixel_shuffle: int = 1,
     ) -> None:
         super().__init__()
         squeeze_excite, residual = check_block_kind(block)
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"unknown model.upsample {upsample!r}; available: {', '.join(UPSAMPLE_MODES)}")
-        if depth < 1 or base_channels < 1 or bottleneck_factor < 1:
-            raise ValueError("model.depth, model.base_channels and model.bottleneck_factor must be >= 1")
+        if depth < 1 or base_channels < 1 or bottleneck_factor < 1 or pixel_shuffle < 1:
+            raise ValueError("model.depth, model.base_channels, model.bottleneck_factor and model.pixel_shuffle must be >= 1")
         factor = bottleneck_factor * (2 if upsample == "bilinear" else 1)
         widths = [base_channels * 2**i for i in range(depth + 1)]
         if widths[1] % factor:
@@ -84,8 +94,9 @@ class UNet(nn.Module):
 
         encoder_kwargs = dict(squeeze_excite=squeeze_excite, residual=residual, se_reduction=se_reduction)
         decoder_kwargs = dict(encoder_kwargs, residual=residual and decoder_residual)
+        self.cell = pixel_shuffle
         self.encoder = nn.ModuleList()
-        previous = in_channels
+        previous = in_channels * pixel_shuffle**2
         for width in encoder_widths:
             self.encoder.append(UNetBlock(previous, width, **encoder_kwargs))
             previous = width
@@ -95,9 +106,17 @@ class UNet(nn.Module):
         for skip, width in zip(reversed(encoder_widths[:-1]), decoder_widths):
             self.decoder.append(UpStage(previous, skip, width, upsample, **decoder_kwargs))
             previous = width
-        self.head = nn.Conv2d(previous, classes, kernel_size=1)
+        self.head = nn.Conv2d(previous, classes * pixel_shuffle**2, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cell == 1:
+            return self._unet(x)
+        height, width = x.shape[-2:]
+        pad = (0, -width % self.cell, 0, -height % self.cell)
+        cells = F.pixel_unshuffle(F.pad(x, pad, mode="replicate") if any(pad) else x, self.cell)
+        return F.pixel_shuffle(self._unet(cells), self.cell)[..., :height, :width]
+
+    def _unet(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(self.pool(x) if i else x)
@@ -121,4 +140,5 @@ def unet(cfg: ModelConfig) -> UNet:
         se_reduction=cfg.se_reduction,
         dropout=cfg.dropout,
         decoder_residual=cfg.decoder_residual,
+        pixel_shuffle=cfg.pixel_shuffle,
     )

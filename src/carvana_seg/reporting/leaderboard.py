@@ -54,7 +54,8 @@ def paired_bootstrap(diffs: np.ndarray, groups: np.ndarray | None = None, sample
 def describe_model(cfg: Config) -> str:
     m = cfg.model
     if m.name == "unet":
-        return f"U-Net {m.block} b{m.base_channels} d{m.depth}" + (f" {m.upsample}" if m.upsample != "transpose" else "")
+        options = (f" {m.upsample}" if m.upsample != "transpose" else "") + (f" shuffle{m.pixel_shuffle}" if m.pixel_shuffle > 1 else "")
+        return f"U-Net {m.block} b{m.base_channels} d{m.depth}" + options
     if m.name == "smp":
         return f"smp {m.arch} {m.encoder}"
     return m.name
