@@ -94,7 +94,7 @@ class UNet(nn.Module):
 
         encoder_kwargs = dict(squeeze_excite=squeeze_excite, residual=residual, se_reduction=se_reduction)
         decoder_kwargs = dict(encoder_kwargs, residual=residual and decoder_residual)
-        self.cell = pixel_shuffle
+        self.cell_size = pixel_shuffle
         self.encoder = nn.ModuleList()
         previous = in_channels * pixel_shuffle**2
         for width in encoder_widths:
@@ -109,12 +109,12 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(previous, classes * pixel_shuffle**2, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cell == 1:
+        if self.cell_size == 1:
             return self._unet(x)
         height, width = x.shape[-2:]
-        pad = (0, -width % self.cell, 0, -height % self.cell)
-        cells = F.pixel_unshuffle(F.pad(x, pad, mode="replicate") if any(pad) else x, self.cell)
-        return F.pixel_shuffle(self._unet(cells), self.cell)[..., :height, :width]
+        pad = (0, -width % self.cell_size, 0, -height % self.cell_size)
+        cells = F.pixel_unshuffle(F.pad(x, pad, mode="replicate") if any(pad) else x, self.cell_size)
+        return F.pixel_shuffle(self._unet(cells), self.cell_size)[..., :height, :width]
 
     def _unet(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
