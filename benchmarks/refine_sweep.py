@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from carvana_seg.data.layout import CarvanaLayout  # noqa: E402
-from carvana_seg.inference.refine import CANDIDATES, refine_label, refine_levels  # noqa: E402
-from carvana_seg.inference.tune import load_member, threshold_scores, tta_label  # noqa: E402
-from carvana_seg.training.oof import original_size_histograms, upsample_probs  # noqa: E402
+from carvana_seg.inference.refine import CANDIDATES, refine_label  # noqa: E402
+from carvana_seg.inference.tune import load_member, refined_scores, tta_label  # noqa: E402
+from carvana_seg.training.oof import upsample_probs  # noqa: E402
 
 
 def parse_settings(text: str) -> list[dict]:
@@ -42,14 +42,13 @@ def main() -> None:
     member = load_member(args.exp, args.runs_dir, args.tta)
     oof, layout = member.oof, CarvanaLayout(member.cfg.data.root)
 
+    def upsampled(i: int, size: tuple[int, int]):
+        return upsample_probs(oof.probs[i], size)
+
     rows = []
     for refine in [None, *parse_settings(args.settings)]:
         start = time.perf_counter()
-
-        def levels_at(i: int, size: tuple[int, int], refine: dict | None = refine):
-            return refine_levels(upsample_probs(oof.probs[i], size), layout.image_path(str(oof.ids[i])), refine)
-
-        scores = threshold_scores(*original_size_histograms(oof.ids, oof.original_sizes, levels_at, layout))
+        _, scores = refined_scores(oof, upsampled, refine, layout)
         tried = " (tried by tune.py)" if refine in CANDIDATES else ""
         rows.append(
             f"| {refine_label(refine)}{tried} | {scores['dice_at_0.5']:.5f} | {scores['dice_at_threshold']:.5f} "

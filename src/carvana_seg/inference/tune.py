@@ -163,17 +163,22 @@ def postprocess_scores(oof: OOF, levels_at: LevelsAt, level: int, layout: Carvan
     return {s: rows[:, k] for k, s in enumerate(subsets)}
 
 
+def refined_scores(oof: OOF, levels_at: LevelsAt, refine: dict | None, layout: CarvanaLayout) -> tuple[LevelsAt, dict]:
+    """The levels function after the guided-filter setting `refine`, and its CV at original size."""
+
+    def refined_at(i: int, size: tuple[int, int]) -> np.ndarray:
+        return refine_levels(levels_at(i, size), layout.image_path(str(oof.ids[i])), refine)
+
+    return refined_at, threshold_scores(*original_size_histograms(oof.ids, oof.original_sizes, refined_at, layout))
+
+
 def choose_refinement(oof: OOF, levels_at: LevelsAt, scores: dict, layout: CarvanaLayout) -> tuple[dict | None, LevelsAt, dict]:
     """Try each guided-filter setting on OOF (threshold tuned again for each); keep the best
     only if it beats no refinement. Returns (setting or None, its levels function, its scores)."""
     best: tuple[dict | None, LevelsAt, dict] = (None, levels_at, scores)
     tried = {refine_label(None): scores["dice_at_threshold"]}
     for refine in CANDIDATES:
-
-        def refined_at(i: int, size: tuple[int, int], refine: dict = refine) -> np.ndarray:
-            return refine_levels(levels_at(i, size), layout.image_path(str(oof.ids[i])), refine)
-
-        candidate = threshold_scores(*original_size_histograms(oof.ids, oof.original_sizes, refined_at, layout))
+        refined_at, candidate = refined_scores(oof, levels_at, refine, layout)
         tried[refine_label(refine)] = candidate["dice_at_threshold"]
         if candidate["dice_at_threshold"] > best[2]["dice_at_threshold"]:
             best = (refine, refined_at, candidate)
