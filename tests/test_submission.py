@@ -20,7 +20,7 @@ from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.postprocess import fill_holes, largest_component, min_area
 from carvana_seg.inference.refine import refine_levels
 from carvana_seg.inference.tta import parse_tta, predict_probs
-from carvana_seg.inference.tune import check_complete, tune
+from carvana_seg.inference.tune import check_complete, nested_threshold_dice, tune
 from carvana_seg.training.metrics import dice_by_level, dice_per_image, level_histograms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +36,22 @@ def test_threshold_sweep_matches_brute_force():
     for level in range(256):
         brute = dice_per_image(probs >= level, masks)
         np.testing.assert_allclose(fast[:, level], brute, err_msg=f"level {level}")
+
+
+def test_nested_threshold_is_chosen_without_the_held_out_fold():
+    # 3 levels; fold 0 peaks at level 2, folds 1 and 2 at level 0: pooled, level 0 wins
+    per_level = np.array(
+        [
+            [0.1, 0.5, 0.9],  # fold 0
+            [0.9, 0.5, 0.1],  # fold 1
+            [0.8, 0.6, 0.2],  # fold 2
+        ]
+    )
+    dice, chosen = nested_threshold_dice(per_level, np.array([0, 1, 2]))
+    # fold 0 held out: folds 1+2 mean (0.85, 0.55, 0.15) -> level 0, so fold 0 scores 0.1, not its own 0.9
+    # fold 1 held out: folds 0+2 mean (0.45, 0.55, 0.55) -> first best, level 1; fold 2: (0.5, 0.5, 0.5) -> level 0
+    assert chosen == {0: 0, 1: 1, 2: 0}
+    np.testing.assert_allclose(dice, [0.1, 0.5, 0.8])
 
 
 def test_empty_prediction_of_empty_truth_scores_one():

@@ -117,6 +117,16 @@ def threshold_scores(positive: np.ndarray, negative: np.ndarray) -> dict:
     }
 
 
+def nested_threshold_dice(per_level: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Per-image Dice when each fold's level is the best mean Dice over the other folds' images."""
+    dice, chosen = np.empty(len(per_level)), {}
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        chosen[int(fold)] = int(per_level[~held_out].mean(axis=0).argmax())
+        dice[held_out] = per_level[held_out, chosen[int(fold)]]
+    return dice, chosen
+
+
 def blend_levels(members: list[Member], weights: list[float], i: int, size: tuple[int, int]) -> np.ndarray:
     """Weighted mean of the members' probabilities of image i, each resized (bilinear) to `size`."""
     return blend_upsampled([m.oof.probs[i] for m in members], weights, size)
