@@ -61,6 +61,7 @@ def main() -> None:
     }
     fold_ids = sorted(np.unique(folds))
     table = [f"| {label} | " + " | ".join(f"{v[folds == f].mean():.5f}" for f in fold_ids) + f" | **{v.mean():.5f}** |" for label, v in rows.items()]
+    # paired_bootstrap gives the mean and interval of whatever per-image values it is given (here Dice, not differences)
     recipe_mean, low, high = paired_bootstrap(final[recipe["threshold_level"]], cars)
     at_half, half_low, half_high = paired_bootstrap(final[HALF], cars)
     worst_car = min(np.unique(cars), key=lambda c: final[recipe["threshold_level"]][cars == c].mean())
