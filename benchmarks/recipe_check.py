@@ -24,8 +24,8 @@ from common import write_result  # noqa: E402
 
 from carvana_seg.data.folds import read_folds  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
-from carvana_seg.inference.refine import refine_label, refine_levels  # noqa: E402
-from carvana_seg.inference.tune import blend_levels, load_member, nested_threshold_dice, postprocess_scores, tta_label  # noqa: E402
+from carvana_seg.inference.refine import refine_label  # noqa: E402
+from carvana_seg.inference.tune import blend_levels, load_member, nested_threshold_dice, postprocess_scores, refined_levels, tta_label  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
 from carvana_seg.training.metrics import HALF, dice_by_level  # noqa: E402
 from carvana_seg.training.oof import original_size_histograms  # noqa: E402
@@ -40,12 +40,14 @@ def main() -> None:
     weights = [m["weight"] for m in recipe["members"]]
     cfg, oof = members[0].cfg, members[0].oof
     layout = CarvanaLayout(cfg.data.root)
-    folds_table = read_folds(cfg.data.folds_file, layout, cfg.data.folds).set_index("img")
+    folds_table = read_folds(cfg.data.folds_path, layout, cfg.data.folds).set_index("img")
     folds = folds_table.loc[[str(i) for i in oof.ids], "fold"].to_numpy()
     cars = np.array([split_id(str(i))[0] for i in oof.ids])
 
-    def levels_at(i: int, size: tuple[int, int]) -> np.ndarray:
-        return refine_levels(blend_levels(members, weights, i, size), layout.image_path(str(oof.ids[i])), recipe["refine"])
+    def blended_at(i: int, size: tuple[int, int]) -> np.ndarray:
+        return blend_levels(members, weights, i, size)
+
+    levels_at = refined_levels(oof, blended_at, recipe["refine"], layout)
 
     per_level = dice_by_level(*original_size_histograms(oof.ids, oof.original_sizes, levels_at, layout))
     nested, chosen = nested_threshold_dice(per_level, folds)

@@ -173,12 +173,18 @@ def postprocess_scores(oof: OOF, levels_at: LevelsAt, level: int, layout: Carvan
     return {s: rows[:, k] for k, s in enumerate(subsets)}
 
 
-def refined_scores(oof: OOF, levels_at: LevelsAt, refine: dict | None, layout: CarvanaLayout) -> tuple[LevelsAt, dict]:
-    """The levels function after the guided-filter setting `refine`, and its CV at original size."""
+def refined_levels(oof: OOF, levels_at: LevelsAt, refine: dict | None, layout: CarvanaLayout) -> LevelsAt:
+    """The levels function after the guided-filter setting `refine` (each image's own photo guides it)."""
 
     def refined_at(i: int, size: tuple[int, int]) -> np.ndarray:
         return refine_levels(levels_at(i, size), layout.image_path(str(oof.ids[i])), refine)
 
+    return refined_at
+
+
+def refined_scores(oof: OOF, levels_at: LevelsAt, refine: dict | None, layout: CarvanaLayout) -> tuple[LevelsAt, dict]:
+    """The levels function after the guided-filter setting `refine`, and its CV at original size."""
+    refined_at = refined_levels(oof, levels_at, refine, layout)
     return refined_at, threshold_scores(*original_size_histograms(oof.ids, oof.original_sizes, refined_at, layout))
 
 
