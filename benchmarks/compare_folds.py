@@ -19,10 +19,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
+from carvana_seg.core.metrics import HALF, dice_by_level  # noqa: E402
+from carvana_seg.core.oof import OOF, oof_histograms  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
-from carvana_seg.training.metrics import HALF, dice_by_level  # noqa: E402
-from carvana_seg.training.oof import OOF, oof_histograms  # noqa: E402
 
 WORST_CARS = 6
 

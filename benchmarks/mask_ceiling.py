@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL_CARVANA, write_result  # noqa: E402
 
 from carvana_seg.config import parse_size  # noqa: E402
+from carvana_seg.core.metrics import dice_per_image  # noqa: E402
+from carvana_seg.core.oof import upsample_probs  # noqa: E402
 from carvana_seg.data.layout import read_mask_file  # noqa: E402
 from carvana_seg.data.sources import HALF_COVERED, covered, mask_coverage  # noqa: E402
-from carvana_seg.training.metrics import dice_per_image  # noqa: E402
-from carvana_seg.training.oof import upsample_probs  # noqa: E402
 
 
 def main() -> None:

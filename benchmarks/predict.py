@@ -63,12 +63,12 @@ def stage_split(recipe: Path, data: Path, images: int = 40) -> dict[str, float]:
     """Milliseconds per image of each stage, run one after another on the same images."""
     import torch
 
+    from carvana_seg.core.oof import upsample_probs
+    from carvana_seg.core.views import parse_tta
     from carvana_seg.data.layout import CarvanaLayout
-    from carvana_seg.inference.postprocess import apply_postprocess
     from carvana_seg.inference.submit import TestImages, load_recipe, predict_member
-    from carvana_seg.inference.tta import parse_tta
+    from carvana_seg.recipe.postprocess import apply_postprocess
     from carvana_seg.rle import rle_encode
-    from carvana_seg.training.oof import upsample_probs
 
     recipe_dict, members = load_recipe(recipe, torch.device("cpu"), str(data))
     layout = CarvanaLayout(data)

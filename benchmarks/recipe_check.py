@@ -22,13 +22,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
+from carvana_seg.core.metrics import HALF, dice_by_level  # noqa: E402
+from carvana_seg.core.oof import original_size_histograms  # noqa: E402
 from carvana_seg.data.folds import read_folds  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
-from carvana_seg.inference.refine import refine_label  # noqa: E402
-from carvana_seg.inference.tune import blend_levels, load_member, nested_threshold_dice, postprocess_scores, refined_levels, tta_label  # noqa: E402
+from carvana_seg.inference.tune import (  # noqa: E402
+    blend_levels,
+    load_member,
+    nested_threshold_dice,
+    postprocess_scores,
+    refined_levels,
+    tta_label,
+)
+from carvana_seg.recipe.refine import refine_label  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
-from carvana_seg.training.metrics import HALF, dice_by_level  # noqa: E402
-from carvana_seg.training.oof import original_size_histograms  # noqa: E402
 
 
 def main() -> None:

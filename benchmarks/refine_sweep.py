@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
+from carvana_seg.core.oof import upsample_probs  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout  # noqa: E402
-from carvana_seg.inference.refine import CANDIDATES, refine_label  # noqa: E402
 from carvana_seg.inference.tune import load_member, refined_scores, tta_label  # noqa: E402
-from carvana_seg.training.oof import upsample_probs  # noqa: E402
+from carvana_seg.recipe.refine import CANDIDATES, refine_label  # noqa: E402
 
 
 def parse_settings(text: str) -> list[dict]:

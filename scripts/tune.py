@@ -7,8 +7,8 @@ the recipe `submissions/<name>.recipe.json` that scripts/predict.py follows.
 import argparse
 
 from carvana_seg.cli import run
-from carvana_seg.inference.refine import refine_label
 from carvana_seg.inference.tune import tune
+from carvana_seg.recipe.refine import refine_label
 
 
 def main() -> None:

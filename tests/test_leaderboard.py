@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 
 from carvana_seg.config import load_config
-from carvana_seg.reporting.leaderboard import build_leaderboard, describe_model, paired_bootstrap
+from carvana_seg.reporting.leaderboard import (
+    build_leaderboard,
+    describe_model,
+    paired_bootstrap,
+)
 
 
 def test_bootstrap_constant_difference_has_a_zero_width_interval():
@@ -64,8 +68,8 @@ def test_leaderboard_on_two_tiny_experiments(trained, tmp_path):
 
 
 def test_experiment_with_missing_folds_is_listed_not_ranked(trained, tmp_path):
-    from carvana_seg.inference.predictor import experiment_config
-    from carvana_seg.training.paths import ExperimentPaths
+    from carvana_seg.core.experiment import experiment_config
+    from carvana_seg.core.paths import ExperimentPaths
 
     cfg = experiment_config("plain", trained / "runs")
     cfg.exp.name = "res"
@@ -81,9 +85,9 @@ def test_experiment_with_missing_folds_is_listed_not_ranked(trained, tmp_path):
 
 
 def test_leaderboard_with_nothing_finished_names_the_missing_folds(trained, tmp_path):
+    from carvana_seg.core.experiment import experiment_config
+    from carvana_seg.core.paths import ExperimentPaths
     from carvana_seg.errors import PipelineError
-    from carvana_seg.inference.predictor import experiment_config
-    from carvana_seg.training.paths import ExperimentPaths
 
     cfg = experiment_config("plain", trained / "runs")
     cfg.exp.name = "res"

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from carvana_seg.data.layout import DataError
-from carvana_seg.inference.refine import guided_filter, refine_levels
+from carvana_seg.recipe.refine import guided_filter, refine_levels
 
 HEIGHT, WIDTH, EDGE = 120, 200, 100  # the photo's edge: columns >= EDGE are the car
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+from carvana_seg.core.metrics import dice_by_level, dice_per_image, level_histograms
+from carvana_seg.core.views import parse_tta, predict_probs
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
-from carvana_seg.inference.postprocess import fill_holes, largest_component, min_area
-from carvana_seg.inference.refine import refine_levels
-from carvana_seg.inference.tta import parse_tta, predict_probs
 from carvana_seg.inference.tune import check_complete, nested_threshold_dice, tune
-from carvana_seg.training.metrics import dice_by_level, dice_per_image, level_histograms
+from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
+from carvana_seg.recipe.refine import refine_levels
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_tiny_layout
 from safetensors.numpy import load_file
 
 from carvana_seg.config import ConfigError, load_config
+from carvana_seg.core.oof import OOF
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.models import load_checkpoint
-from carvana_seg.training.oof import OOF
 from carvana_seg.training.trainer import NonFiniteLossError, train_fold
-
-from conftest import write_tiny_layout
 
 REPO = Path(__file__).resolve().parents[1]
 

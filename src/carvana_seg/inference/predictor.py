@@ -1,44 +1,21 @@
-"""Load an experiment's fold models and predict resized images with TTA (one process)."""
+"""Predict an experiment's validation images again under TTA (one process), for tuning."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from carvana_seg.config import Config, read_saved_config
+from carvana_seg.config import Config
+from carvana_seg.core.experiment import default_device, load_fold_model
+from carvana_seg.core.oof import OOF
+from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.core.views import predict_probs, to_levels
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.data.sources import build_cache
-from carvana_seg.errors import PipelineError
-from carvana_seg.inference.tta import predict_probs, to_levels
-from carvana_seg.models import load_checkpoint
-from carvana_seg.training.oof import OOF
-from carvana_seg.training.paths import ExperimentPaths
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def experiment_config(exp: str, runs_dir: str | Path = "runs") -> Config:
-    """The resolved config an experiment was trained with (runs/<exp>/config.yaml)."""
-    path = Path(runs_dir) / exp / "config.yaml"
-    if not path.is_file():
-        raise PipelineError(f"experiment {exp!r}: {path} not found (train it with scripts/train_cv.py first)")
-    return read_saved_config(path)
-
-
-def load_fold_model(cfg: Config, fold: int, device: torch.device) -> torch.nn.Module:
-    path = ExperimentPaths.of(cfg).fold_dir(fold) / "model.safetensors"
-    if not path.is_file():
-        raise PipelineError(f"{cfg.exp.name} fold {fold}: no weights at {path}")
-    model, _ = load_checkpoint(path)
-    return model.to(device, memory_format=torch.channels_last).eval()
 
 
 def predict_dataset(model: torch.nn.Module, dataset: SegmentationDataset, views: list[str], batch_size: int, device: torch.device) -> np.ndarray:

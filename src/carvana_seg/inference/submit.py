@@ -28,18 +28,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
+from carvana_seg.core.experiment import experiment_config, load_fold_model
+from carvana_seg.core.oof import blend_upsampled
+from carvana_seg.core.views import parse_tta, predict_probs, to_levels
 from carvana_seg.data.dataset import build_transform
 from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
 from carvana_seg.data.sources import resize_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.check import check_submission
-from carvana_seg.inference.postprocess import apply_postprocess
-from carvana_seg.inference.predictor import experiment_config, load_fold_model
-from carvana_seg.inference.refine import refine_levels
-from carvana_seg.inference.tta import parse_tta, predict_probs, to_levels
 from carvana_seg.io_utils import atomic_path
+from carvana_seg.recipe.postprocess import apply_postprocess
+from carvana_seg.recipe.refine import refine_levels
 from carvana_seg.rle import rle_encode
-from carvana_seg.training.oof import blend_upsampled
 
 CHUNK_IMAGES = 256
 

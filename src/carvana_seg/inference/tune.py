@@ -22,18 +22,29 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
+from carvana_seg.core.experiment import experiment_config
+from carvana_seg.core.metrics import (
+    HALF,
+    dice_by_level,
+    dice_per_image,
+    level_histograms,
+)
+from carvana_seg.core.oof import (
+    OOF,
+    blend_upsampled,
+    original_size_histograms,
+    upsample_probs,
+)
+from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.core.views import parse_tta
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.data.sources import resize_mask
 from carvana_seg.errors import PipelineError
-from carvana_seg.inference.postprocess import POSTPROCESS, apply_postprocess
-from carvana_seg.inference.predictor import experiment_config, oof_with_tta
-from carvana_seg.inference.refine import CANDIDATES, refine_label, refine_levels
-from carvana_seg.inference.tta import parse_tta
+from carvana_seg.inference.predictor import oof_with_tta
 from carvana_seg.io_utils import atomic_path, atomic_write_text
-from carvana_seg.training.metrics import HALF, dice_by_level, dice_per_image, level_histograms
-from carvana_seg.training.oof import OOF, blend_upsampled, original_size_histograms, upsample_probs
-from carvana_seg.training.paths import ExperimentPaths
+from carvana_seg.recipe.postprocess import POSTPROCESS, apply_postprocess
+from carvana_seg.recipe.refine import CANDIDATES, refine_label, refine_levels
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2

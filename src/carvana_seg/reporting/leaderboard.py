@@ -17,15 +17,16 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from carvana_seg.config import Config  # noqa: E402
+from carvana_seg.core.experiment import experiment_config  # noqa: E402
+from carvana_seg.core.metrics import dice_by_level  # noqa: E402
+from carvana_seg.core.paths import ExperimentPaths  # noqa: E402
 from carvana_seg.data.layout import split_id  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
-from carvana_seg.inference.tune import experiment_config, load_member, member_histograms, threshold_scores  # noqa: E402
+from carvana_seg.inference.tune import load_member, member_histograms, threshold_scores  # noqa: E402
 from carvana_seg.io_utils import atomic_path, atomic_write_text  # noqa: E402
 from carvana_seg.models import build_model  # noqa: E402
 from carvana_seg.models.stats import forward_flops  # noqa: E402
 from carvana_seg.reporting.worst import plot_worst  # noqa: E402
-from carvana_seg.training.metrics import dice_by_level  # noqa: E402
-from carvana_seg.training.paths import ExperimentPaths  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0

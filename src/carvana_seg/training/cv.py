@@ -11,7 +11,7 @@ import json
 import pandas as pd
 
 from carvana_seg.config import Config
-from carvana_seg.training.paths import ExperimentPaths
+from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.training.trainer import train_fold
 
 

@@ -28,19 +28,19 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config, ConfigError
+from carvana_seg.core.metrics import HALF, dice_by_level, dice_per_image
+from carvana_seg.core.oof import OOF, oof_histograms
+from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.core.views import predict_probs, to_levels
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache, covered
 from carvana_seg.errors import PipelineError
-from carvana_seg.inference.tta import predict_probs, to_levels
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models import build_model, save_checkpoint
 from carvana_seg.models.stats import count_parameters
 from carvana_seg.training.losses import SOFT_TARGET_LOSSES, build_loss
-from carvana_seg.training.metrics import HALF, dice_by_level, dice_per_image
-from carvana_seg.training.oof import OOF, oof_histograms
-from carvana_seg.training.paths import ExperimentPaths
 from carvana_seg.training.tracking import build_trackers, plot_learning_curve
 
 ONECYCLE_WARMUP_FRACTION, ONECYCLE_START_DIV, ONECYCLE_END_DIV = 0.3, 25.0, 1e4

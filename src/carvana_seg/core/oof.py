@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from carvana_seg.core.metrics import level_histograms
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.io_utils import atomic_path
-from carvana_seg.training.metrics import level_histograms
 
 
 @dataclass

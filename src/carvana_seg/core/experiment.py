@@ -1,0 +1,37 @@
+"""An experiment's saved config and fold models, as every later stage loads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from carvana_seg.config import Config, read_saved_config
+from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.errors import PipelineError
+from carvana_seg.models import load_checkpoint
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def experiment_config(exp: str, runs_dir: str | Path = "runs") -> Config:
+    """The resolved config an experiment was trained with (runs/<exp>/config.yaml)."""
+    path = Path(runs_dir) / exp / "config.yaml"
+    if not path.is_file():
+        raise PipelineError(f"experiment {exp!r}: {path} not found (train it with scripts/train_cv.py first)")
+    return read_saved_config(path)
+
+
+def fold_weights(cfg: Config, fold: int) -> Path:
+    """The fold's kept weights; a missing file is an error that names it."""
+    path = ExperimentPaths.of(cfg).fold_dir(fold) / "model.safetensors"
+    if not path.is_file():
+        raise PipelineError(f"{cfg.exp.name} fold {fold}: no weights at {path}")
+    return path
+
+
+def load_fold_model(cfg: Config, fold: int, device: torch.device) -> torch.nn.Module:
+    model, _ = load_checkpoint(fold_weights(cfg, fold))
+    return model.to(device, memory_format=torch.channels_last).eval()
