@@ -4,13 +4,21 @@ Every tunable lives here as a named default. A preset YAML lists only what diffe
 the defaults, or from the preset it names as `base:`); a command-line override such as `train.epochs=3` replaces one value. Unknown keys and
 values of the wrong type are errors that name the key, so a typo never trains the
 wrong model silently. The resolved config is saved next to every result it made.
+
+Values are read as the text typed and converted by the field's type: a text field keeps
+`no`, `off` or `yes` as words (YAML 1.1 would turn them into booleans, so the documented
+`train.precision=no` was refused). Choice fields, impossible numbers and names that are
+not plain folder names are refused when the config is loaded, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +27,63 @@ import yaml
 
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
+from carvana_seg.names import PlainNameError, check_plain_name
 
 
 class ConfigError(PipelineError):
     """A config file or override names an unknown key or has a value of the wrong type."""
+
+
+# The allowed values of every choice setting, in one place. Modules that act on a choice
+# import its tuple from here; the tables keyed by these names (losses.LOSSES, blocks.BLOCK_KINDS,
+# the model registry) are checked against them by tests/test_hardening.py.
+PRECISION_CHOICES = ("no", "bf16", "fp16")  # accelerate's mixed precision
+MODEL_CHOICES = ("unet", "smp")  # names registered in models/registry.py
+BLOCK_CHOICES = ("plain", "se", "res", "res_se")  # models/blocks.py
+UPSAMPLE_CHOICES = ("transpose", "bilinear")  # models/unet.py
+LOSS_CHOICES = ("bce_dice", "bce", "lovasz", "focal")  # training/losses.py
+SCHEDULE_CHOICES = ("cosine", "onecycle")  # training/trainer.py lr_factor
+KEEP_CHOICES = ("last", "best")  # which epoch's weights and OOF a fold keeps
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.precision": PRECISION_CHOICES,
+    "model.name": MODEL_CHOICES,
+    "model.block": BLOCK_CHOICES,
+    "model.upsample": UPSAMPLE_CHOICES,
+    "train.loss": LOSS_CHOICES,
+    "train.schedule": SCHEDULE_CHOICES,
+    "train.keep": KEEP_CHOICES,
+}
+
+# Numbers that cannot work, refused up front instead of failing (or silently doing nothing) mid-run.
+# key -> (test, what the test asks, in words). Every float must also be finite.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "data.folds": (lambda v: v >= 2, ">= 2"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+    "data.darken_floor": (lambda v: 0 <= v <= 1, "a probability between 0 and 1"),
+    "model.base_channels": (lambda v: v >= 1, ">= 1"),
+    "model.depth": (lambda v: v >= 1, ">= 1"),
+    "model.bottleneck_factor": (lambda v: v >= 1, ">= 1"),
+    "model.se_reduction": (lambda v: v >= 1, ">= 1"),
+    "model.dropout": (lambda v: 0 <= v < 1, ">= 0 and < 1"),
+    "model.pixel_shuffle": (lambda v: v >= 1, ">= 1"),
+    "model.in_channels": (lambda v: v >= 1, ">= 1"),
+    "model.classes": (lambda v: v >= 1, ">= 1"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "train.grad_accum": (lambda v: v >= 1, ">= 1"),
+    "train.grad_clip": (lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    "train.ema": (lambda v: 0 <= v < 1, ">= 0 and < 1 (0 disables the EMA)"),
+    "train.val_every": (lambda v: v >= 1, ">= 1"),
+    "train.early_stop": (lambda v: v >= 0, ">= 0 (0 disables early stopping)"),
+}
+
+TRUE_WORDS = ("true", "yes", "on")  # what YAML 1.1 reads as booleans, accepted for bool fields only
+FALSE_WORDS = ("false", "no", "off")
+NULL_WORDS = ("", "null", "~", "none")  # None, for the fields that take None
+INT_TEXT = re.compile(r"[-+]?\d+")
 
 
 @dataclass
@@ -117,9 +178,35 @@ def parse_size(text: str, key: str = "size") -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _from_text(text: str, options: tuple[Any, ...]) -> Any:
+    """Convert text as typed to the first type in `options` that reads it; the text itself if none does."""
+    word = text.strip()
+    if type(None) in options and word.lower() in NULL_WORDS:
+        return None
+    for option in options:
+        if option is bool and word.lower() in TRUE_WORDS + FALSE_WORDS:
+            return word.lower() in TRUE_WORDS
+        if option is int and INT_TEXT.fullmatch(word):
+            return int(word)
+        if option is float:
+            try:
+                return float(word)
+            except ValueError:
+                pass
+        if option is str:
+            return text
+    return text
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check `value` against a field's type annotation; ints are accepted where floats are."""
+    """Check `value` against a field's type annotation; ints are accepted where floats are.
+
+    Text (from a YAML preset or an override) is converted by the field's type, so a text
+    field keeps the word as typed and `no` is a boolean only where a boolean is expected.
+    """
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if isinstance(value, str):
+        value = _from_text(value, options)
     if value is None and type(None) in options:
         return None
     for option in options:
@@ -129,15 +216,25 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if option is float and isinstance(value, str):  # YAML 1.1 reads `1e30` as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
         if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"{key}: expected {names}, got {value!r} ({type(value).__name__})")
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Refuse a value no run can use: an unknown choice, an impossible number, a name that is a path."""
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(CHOICES[key])}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    if key in RANGES and not RANGES[key][0](value):
+        raise ConfigError(f"{key}: must be {RANGES[key][1]}, got {value!r}")
+    if key == "exp.name" and value:  # empty: named after the config file (checked then) or `default`
+        try:
+            check_plain_name(value, key)
+        except PlainNameError as err:
+            raise ConfigError(str(err)) from err
 
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
@@ -149,7 +246,9 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     hints = typing.get_type_hints(type(section))
     if key not in hints:
         raise ConfigError(f"unknown config key {dotted!r}; {section_name} has: {', '.join(hints)}")
-    setattr(section, key, _coerce(value, hints[key], dotted))
+    value = _coerce(value, hints[key], dotted)
+    _check_value(dotted, value)
+    setattr(section, key, value)
 
 
 def _flatten(tree: dict[str, Any], source: str) -> dict[str, Any]:
@@ -169,9 +268,12 @@ def _apply_file(cfg: Config, path: Path, seen: tuple[Path, ...] = ()) -> None:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: `base` chain loops back to itself")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        # BaseLoader: every value stays the text typed; `_coerce` converts it by the field's type.
+        tree = yaml.load(path.read_text(), Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, train:, ...), got {type(tree).__name__}")
     if "base" in tree:
         _apply_file(cfg, path.parent / str(tree.pop("base")), (*seen, path.resolve()))
     for key, value in _flatten(tree, str(path)).items():
@@ -186,13 +288,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = Config()
     if path is not None:
         _apply_file(cfg, Path(path))
-        if not cfg.exp.name:
-            cfg.exp.name = Path(path).stem
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        _set(cfg, key.strip(), yaml.safe_load(text) if text.strip() else "")
+        _set(cfg, key.strip(), text.strip())  # the text as typed: `_coerce` converts it by the field's type
+    if not cfg.exp.name and path is not None:
+        try:
+            cfg.exp.name = check_plain_name(Path(path).stem, "exp.name")
+        except PlainNameError as err:
+            raise ConfigError(f"{path}: an experiment is named after its config file unless exp.name is set; {err}") from err
     if not cfg.exp.name:
         cfg.exp.name = "default"
     cfg.data.hw  # validates the size early

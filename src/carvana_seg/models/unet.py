@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carvana_seg.config import ModelConfig
+from carvana_seg.config import UPSAMPLE_CHOICES, ModelConfig
 from carvana_seg.models.blocks import UNetBlock, check_block_kind
 from carvana_seg.models.registry import register_model
 
-UPSAMPLE_MODES = ("transpose", "bilinear")
+UPSAMPLE_MODES = UPSAMPLE_CHOICES  # one list, in config.py
 
 
 class UpStage(nn.Module):

@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from carvana_seg.config import Config, ConfigError
+from carvana_seg.config import KEEP_CHOICES, Config, ConfigError
 from carvana_seg.core.metrics import HALF, dice_by_level, dice_per_image
 from carvana_seg.core.oof import OOF, oof_histograms
 from carvana_seg.core.paths import ExperimentPaths
@@ -78,9 +78,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
         return start + (1 - start) * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-KEEP_CHOICES = ("last", "best")
 
 
 def check_settings(cfg: Config) -> None:
