@@ -3,14 +3,18 @@
     python scripts/make_folds.py --config configs/demo.yaml [data.root=DIR data.folds=5] [--force]
 """
 
+import sys
+
 from carvana_seg.cli import parse_config_args, run
-from carvana_seg.data.folds import make_folds, write_folds
-from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.data.folds import incomplete_cars, make_folds, write_folds
+from carvana_seg.data.layout import PHOTOS_PER_CAR, CarvanaLayout
 
 
 def main() -> None:
     cfg, args = parse_config_args(__doc__, extra=[("--force", {"action": "store_true", "help": "replace a different folds file"})])
     layout = CarvanaLayout(cfg.data.root)
+    for car, photos in incomplete_cars(layout.train_ids).items():
+        print(f"warning: car {car} has {photos} of {PHOTOS_PER_CAR} photos in {layout.root / 'train'}", file=sys.stderr)
     folds = make_folds(layout, cfg.data.folds, cfg.data.fold_seed)
     path = cfg.data.folds_path
     written = write_folds(folds, path, force=args.force)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from carvana_seg.config import Config, ConfigError, load_config
+from carvana_seg.data.workers import worker_message
 from carvana_seg.errors import PipelineError
 
 
@@ -34,8 +35,8 @@ def parse_config_args(
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a script's main; a user-fixable error exits with its one-line message."""
+    """Run a script's main; a user-fixable error exits (status 1) with its one-line message."""
     try:
         main()
     except PipelineError as err:
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {worker_message(err)}")  # one line, also for an error from a DataLoader worker

@@ -37,10 +37,12 @@ def rle_runs(rle: str, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     if not text:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
+    tokens = text.split()
     try:
-        numbers = np.array(text.split(), dtype=np.int64)
-    except ValueError as err:
-        raise RLEError(f"RLE holds a token that is not an integer: {err}") from err
+        numbers = np.array(tokens, dtype=np.int64)
+    except (ValueError, OverflowError) as err:
+        bad = next((t for t in tokens if not t.isdigit() or len(t) > 18), tokens[0])
+        raise RLEError(f"RLE holds a token that is not an integer (or too large): {bad[:20]!r}") from err
     if numbers.size % 2:
         raise RLEError(f"RLE has an odd number of values ({numbers.size}): expected start/length pairs")
     starts, lengths = numbers[0::2] - 1, numbers[1::2]

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from tqdm.auto import tqdm
 
-from carvana_seg.data.layout import CarvanaLayout, DataError, split_id
+from carvana_seg.data.layout import PHOTOS_PER_CAR, CarvanaLayout, DataError, split_id
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path, writable
 
@@ -23,6 +23,16 @@ MAX_AREA_BINS = 4
 
 class FoldsError(PipelineError):
     """The folds file is missing, inconsistent with the data, or would be overwritten."""
+
+
+def incomplete_cars(ids: list[str]) -> dict[str, int]:
+    """{car: photos} of the cars with fewer than the 16 photos Carvana shoots of every car.
+
+    Why: an interrupted copy or generation leaves cars with some of their angles; the folds
+    are still valid, but the user should know before training on them.
+    """
+    counts = pd.Series([split_id(i)[0] for i in ids]).value_counts()
+    return {car: int(n) for car, n in sorted(counts.items()) if n < PHOTOS_PER_CAR}
 
 
 def make_folds(layout: CarvanaLayout, n_folds: int, seed: int) -> pd.DataFrame:

@@ -3,14 +3,19 @@
     train/<car>_<NN>.jpg          train_masks/<car>_<NN>_mask.gif   train_masks.csv (img,rle_mask)
     test/<car>_<NN>.jpg           sample_submission.csv (img,rle_mask)   metadata.csv
 
-Image ids are file stems (`00087a6bd4dc_01`). Every problem with a file (missing mask,
-unreadable image, wrong mask values, size mismatch) is an error naming the file: nothing
-is skipped silently, because a silently skipped image changes the CV score.
+Image ids are file stems (`00087a6bd4dc_01`); a photo's `.jpg` may be in any case (`X.JPG`).
+Every problem with a file (missing mask, unreadable image, wrong mask values, size mismatch,
+a malformed RLE row, a header claiming more than `max_pixels()` pixels) is an error naming
+the file: nothing is skipped silently, because a silently skipped image changes the CV score.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,9 +25,21 @@ import pandas as pd
 from PIL import Image
 
 from carvana_seg.errors import PipelineError
-from carvana_seg.rle import RLEError, rle_decode
+from carvana_seg.rle import RLEError, rle_decode, rle_runs
 
 ID_PATTERN = re.compile(r"^(?P<car>.+)_(?P<angle>\d+)$")
+PHOTO_SUFFIX = ".jpg"  # compared case-insensitively: `X.JPG` is the photo of id X
+PHOTOS_PER_CAR = 16  # Carvana shoots every car from 16 angles, NN = 01..16
+
+# Decompression bombs: a 4 KB JPEG can claim 30000x30000 pixels (2.7 GB decoded). Every
+# image's header size is checked against this limit before anything is decoded. The default
+# is 25x a Carvana photo (1918x1280 = 2.5 MP); raise it with the environment variable.
+MAX_PIXELS = 64_000_000
+MAX_PIXELS_ENV = "CARVANA_MAX_PIXELS"
+
+# Our own limit (checked before decoding, with an error naming the file) replaces PIL's, whose
+# warning would only add noise; PIL's error above 2x its limit is caught and named the same way.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class DataError(PipelineError):
@@ -37,39 +54,68 @@ def split_id(image_id: str) -> tuple[str, int]:
     return match["car"], int(match["angle"])
 
 
+def max_pixels() -> int:
+    """The largest width x height an image header may claim: `$CARVANA_MAX_PIXELS`, else `MAX_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels")
+    return int(text)
+
+
+@contextlib.contextmanager
+def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """Open an image whose header size is within `max_pixels()`; any failure while the block
+    reads it (unreadable, truncated, a decompression bomb) is a DataError naming the file."""
+    limit = max_pixels()
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > limit:
+                raise DataError(
+                    f"{what} {path}: header claims {img.width}x{img.height} = {img.width * img.height:,} pixels, "
+                    f"over the limit of {limit:,} (a decompression bomb?); raise it with {MAX_PIXELS_ENV}=N"
+                )
+            yield img
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{what} {path}: {err} (refused before decoding)") from err
+    except (OSError, SyntaxError) as err:
+        raise DataError(f"cannot read {what} {path}: {err}") from err
+
+
 def read_image(path: Path, draft_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an RGB image as HxWx3 uint8.
 
     `draft_size` (width, height) lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) that
     is still at least that size: several times faster when the image will be downscaled.
     """
-    try:
-        with Image.open(path) as img:
-            if draft_size is not None:
-                img.draft("RGB", draft_size)
-            return np.asarray(img.convert("RGB"))
-    except (OSError, SyntaxError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
+    with open_image(path) as img:
+        if draft_size is not None:
+            img.draft("RGB", draft_size)
+        return np.asarray(img.convert("RGB"))
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image from its header only."""
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (OSError, SyntaxError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
+    """(height, width) of an image from its header only (checked against `max_pixels()`)."""
+    with open_image(path) as img:
+        return img.height, img.width
+
+
+def check_photos(paths: list[Path]) -> None:
+    """Read every photo's header up front: a missing, unreadable or oversized photo is a
+    one-line error naming it now, not a DataLoader worker's traceback mid-epoch."""
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"photo {path} is missing")
+        image_size(path)
 
 
 def read_mask_file(path: Path) -> np.ndarray:
     """Read a mask as HxW uint8 0/1: palette GIF 0/1 or single-channel 0/255."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("P", "L", "1"):
-                raise DataError(f"mask {path}: mode {img.mode!r}, expected a palette (P) or single-channel (L) mask")
-            values = np.asarray(img.convert("L") if img.mode == "1" else img)
-    except (OSError, SyntaxError) as err:
-        raise DataError(f"cannot read mask {path}: {err}") from err
+    with open_image(path, "mask") as img:
+        if img.mode not in ("P", "L", "1"):
+            raise DataError(f"mask {path}: mode {img.mode!r}, expected a palette (P) or single-channel (L) mask")
+        values = np.asarray(img.convert("L") if img.mode == "1" else img)
     if values.max(initial=0) <= 1:
         return values.astype(np.uint8, copy=False)
     foreground = values == 255
@@ -96,6 +142,24 @@ class CarvanaLayout:
         object.__setattr__(self, "root", Path(self.root))
         if not self.root.is_dir():
             raise DataError(f"dataset root {self.root} does not exist")
+        object.__setattr__(self, "_photos", {})  # split -> {id: path}, listed once
+
+    def photos(self, split: str) -> dict[str, Path]:
+        """{id: path} of the photos in `<root>/<split>/`, `.jpg` in any case; empty if no folder.
+
+        Why any case: a `X.JPG` among `.jpg` photos was silently left out of training.
+        Two files for one id (`X.jpg` and `X.JPG`) are an error naming both.
+        """
+        if split not in self._photos:
+            folder, found = self.root / split, {}
+            for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+                if path.suffix.lower() != PHOTO_SUFFIX or path.name.startswith("."):
+                    continue
+                if path.stem in found:
+                    raise DataError(f"{found[path.stem]} and {path} are two photos of one id: keep one")
+                found[path.stem] = path
+            self._photos[split] = found
+        return self._photos[split]
 
     # ---- train -----------------------------------------------------------------------
     @cached_property
@@ -103,7 +167,7 @@ class CarvanaLayout:
         train_dir = self.root / "train"
         if not train_dir.is_dir():
             raise DataError(f"{train_dir} is missing: a Carvana-layout root has train/<car>_<NN>.jpg")
-        ids = sorted(p.stem for p in train_dir.glob("*.jpg"))
+        ids = sorted(self.photos("train"))
         if not ids:
             raise DataError(f"{train_dir} holds no .jpg images")
         for image_id in ids:
@@ -111,7 +175,9 @@ class CarvanaLayout:
         return ids
 
     def image_path(self, image_id: str, split: str = "train") -> Path:
-        return self.root / split / f"{image_id}.jpg"
+        """The photo of `image_id`, whatever the case of its `.jpg`; `<id>.jpg` when there is none
+        (so the reader's error names the file that was expected)."""
+        return self.photos(split).get(image_id, self.root / split / f"{image_id}{PHOTO_SUFFIX}")
 
     def mask_path(self, image_id: str) -> Path:
         return self.root / "train_masks" / f"{image_id}_mask.gif"
@@ -125,7 +191,19 @@ class CarvanaLayout:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         if list(table.columns) != ["img", "rle_mask"]:
             raise DataError(f"{path}: columns {list(table.columns)}, expected ['img', 'rle_mask']")
-        return dict(zip(table["img"].str.removesuffix(".jpg"), table["rle_mask"]))
+        ids = table["img"].str.replace(r"\.jpg$", "", case=False, regex=True)
+        repeated = ids[ids.duplicated()].tolist()
+        if repeated:
+            raise DataError(f"{path}: {len(repeated)} images have more than one row, e.g. {repeated[0]}")
+        return dict(zip(ids, table["rle_mask"]))
+
+    def rle_runs(self, image_id: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The checked runs of `image_id`'s row in train_masks.csv for an image of `shape`: the
+        one parser (rle.rle_runs) and one set of checks; a bad row is an error naming file and row."""
+        try:
+            return rle_runs(self.rle_masks[image_id], shape[0] * shape[1])
+        except RLEError as err:
+            raise DataError(f"{self.root / 'train_masks.csv'}: row {image_id}.jpg ({shape[1]}x{shape[0]} image): {err}") from err
 
     def read_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
         """The mask of a train image as HxW uint8 0/1, checked against the image's size."""
@@ -138,18 +216,16 @@ class CarvanaLayout:
                 raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
             return mask
         if image_id in self.rle_masks:
-            try:
-                return rle_decode(self.rle_masks[image_id], shape)
-            except RLEError as err:
-                raise DataError(f"{self.root / 'train_masks.csv'}: row {image_id}.jpg: {err}") from err
+            self.rle_runs(image_id, shape)  # checked here, so an error names the file and row
+            return rle_decode(self.rle_masks[image_id], shape)
         raise DataError(f"no mask for {self.image_path(image_id)}: neither {path} nor a row in train_masks.csv")
 
     def mask_area(self, image_id: str) -> float:
         """Fraction of foreground pixels; from train_masks.csv when it has the row (no decoding)."""
         shape = image_size(self.image_path(image_id))
         if image_id in self.rle_masks:
-            lengths = np.array(self.rle_masks[image_id].split()[1::2], dtype=np.int64)
-            return float(lengths.sum()) / (shape[0] * shape[1])
+            starts, ends = self.rle_runs(image_id, shape)
+            return float((ends - starts).sum()) / (shape[0] * shape[1])
         return float(self.read_mask(image_id, shape).mean())
 
     # ---- test ------------------------------------------------------------------------

@@ -4,17 +4,24 @@ Decoding a 1918x1280 JPEG + GIF at every step starves a 2-core machine, so the t
 data is resized once per (dataset, size) into numpy memmaps under `input/cache/`. The cache
 key covers every source file's size and mtime, the size and the ids, so changing any of
 them builds a new cache (and removes the stale one). Both sources give identical arrays.
+A cache is built in a dot-prefixed temporary folder, locked while its build runs; the folder
+of a killed build (its lock released) is removed by the next build.
 Masks are kept as coverage (0-255: how much of each resized pixel is car), so training can
 use the outline's sub-pixel position (`data.soft_masks`) or round it (`covered`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,10 +29,13 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
+from carvana_seg.data.layout import CarvanaLayout, check_photos, image_size, read_image
 
 CACHE_VERSION = 2  # 2: masks stored as coverage 0-255 (1 stored 0/1)
 HALF_COVERED = 128  # coverage at which a resized pixel counts as car
+BUILD_LOCK = ".building"  # in a cache's temporary folder: held (flock) while the build runs
+UNLOCKED_TMP_AGE_S = 3600  # a temporary folder without a lock file is removed once this old
+BUILD_TMP_NAME = re.compile(r"^\..+-\w+-\d+x\d+-[0-9a-f]{16}\.\w+$")  # `.<cache name>.<mkdtemp suffix>`
 
 
 def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -62,6 +72,8 @@ class DecodedSource:
     def __init__(self, layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], split: str = "train"):
         self.layout, self.ids, self.hw, self.split = layout, list(ids), hw, split
         self.with_masks = split == "train"
+        # Every header now, so a missing or oversized photo is one line here, not a worker's traceback.
+        check_photos([layout.image_path(i, split) for i in self.ids])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -115,6 +127,44 @@ def _source_key(layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], spli
     return digest.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder/.building` while a cache is built into `folder`."""
+    with open(folder / BUILD_LOCK, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def remove_abandoned_builds(cache_dir: Path) -> list[Path]:
+    """Remove the temporary folders (`.<name>.<random>`) that killed cache builds left behind.
+
+    A running build holds the flock on its `.building` file, so only folders whose lock can be
+    taken (their builder is gone) are removed; one without a lock file (just created, or left by
+    an older version) only once it is `UNLOCKED_TMP_AGE_S` old. Returns the removed folders.
+    """
+    removed = []
+    for tmp in sorted(cache_dir.glob(".*")) if cache_dir.is_dir() else ():
+        if not BUILD_TMP_NAME.match(tmp.name) or not tmp.is_dir() or tmp.is_symlink():
+            continue
+        lock = tmp / BUILD_LOCK
+        try:
+            with open(lock, "r+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a build in progress
+                shutil.rmtree(tmp, ignore_errors=True)
+        except FileNotFoundError:
+            try:
+                if time.time() - tmp.stat().st_mtime < UNLOCKED_TMP_AGE_S:
+                    continue
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
 def build_cache(
     layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], cache_dir: str | Path, split: str = "train", workers: int = 2
 ) -> CachedSource:
@@ -125,32 +175,40 @@ def build_cache(
         return CachedSource(folder)
     for stale in Path(cache_dir).glob(prefix + "*"):
         shutil.rmtree(stale, ignore_errors=True)
+    remove_abandoned_builds(Path(cache_dir))
 
     decoded = DecodedSource(layout, ids, hw, split)
-    n, (h, w) = len(ids), hw
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, h, w, 3))
-        masks = np.memmap(tmp / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, h, w)) if decoded.with_masks else None
-        sizes: list[tuple[int, int]] = [(0, 0)] * n
-
-        def fill(index: int) -> None:
-            image, mask = decoded.get(index)
-            images[index] = image
-            if masks is not None:
-                masks[index] = mask
-            sizes[index] = decoded.original_size(index)
-
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in tqdm(pool.map(fill, range(n)), total=n, desc=f"caching {split} at {h}x{w}", leave=False):
-                pass
-        images.flush()
-        if masks is not None:
-            masks.flush()
-        meta = {"ids": ids, "hw": hw, "split": split, "with_masks": decoded.with_masks, "original_sizes": sizes}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        os.replace(tmp, folder)
+        with _build_lock(tmp):
+            _fill(decoded, tmp, workers)
+            os.replace(tmp, folder)
+            (folder / BUILD_LOCK).unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CachedSource(folder)
+
+
+def _fill(decoded: DecodedSource, tmp: Path, workers: int) -> None:
+    """Write the resized arrays and meta.json of `decoded` into `tmp`."""
+    n, (h, w), split = len(decoded), decoded.hw, decoded.split
+    images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, h, w, 3))
+    masks = np.memmap(tmp / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, h, w)) if decoded.with_masks else None
+    sizes: list[tuple[int, int]] = [(0, 0)] * n
+
+    def fill(index: int) -> None:
+        image, mask = decoded.get(index)
+        images[index] = image
+        if masks is not None:
+            masks[index] = mask
+        sizes[index] = decoded.original_size(index)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for _ in tqdm(pool.map(fill, range(n)), total=n, desc=f"caching {split} at {h}x{w}", leave=False):
+            pass
+    images.flush()
+    if masks is not None:
+        masks.flush()
+    meta = {"ids": decoded.ids, "hw": decoded.hw, "split": split, "with_masks": decoded.with_masks, "original_sizes": sizes}
+    (tmp / "meta.json").write_text(json.dumps(meta))

@@ -25,7 +25,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 from tqdm.auto import tqdm
 
 from carvana_seg.config import ConfigError, parse_size as parse_pair
-from carvana_seg.data.layout import write_mask_gif
+from carvana_seg.data.layout import PHOTOS_PER_CAR, write_mask_gif
+from carvana_seg.data.staging import staged_folder
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path, atomic_write_text
 from carvana_seg.rle import rle_encode
@@ -33,7 +34,7 @@ from carvana_seg.rle import rle_encode
 RGB = tuple[int, int, int]
 
 # --- Dataset layout -------------------------------------------------------------------------
-ANGLES = 16  # photos per car, NN = 01..16: 01 front, 05 left side, 09 back, 13 right side
+ANGLES = PHOTOS_PER_CAR  # photos per car, NN = 01..16: 01 front, 05 left side, 09 back, 13 right side
 JPEG_QUALITY = 90
 SUBMISSION_RLE = "1 1"  # every row of the official sample submission
 METADATA_COLUMNS = ("id", "year", "make", "model", "trim1", "trim2")
@@ -797,16 +798,13 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[str]], quote_all: b
     return buffer.getvalue()
 
 
-def _prepare_output(out: Path, force: bool) -> None:
-    """Refuse a non-empty folder unless forced; when forced, drop old photos and masks so none go stale."""
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse a non-empty folder unless forced (when forced, old photos and masks are replaced
+    once the new ones are complete, so none go stale: see staging.py)."""
     if out.exists() and not out.is_dir():
         raise PipelineError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise PipelineError(f"output folder {out} is not empty: pass --force to write into it")
-        for pattern in STALE_PATTERNS:
-            for path in out.glob(pattern):
-                path.unlink()
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise PipelineError(f"output folder {out} is not empty: pass --force to write into it")
 
 
 def _write_car(out: Path, car: str, split: str, size: tuple[int, int], seed: int, bar: tqdm) -> list[list[str]]:
@@ -832,12 +830,21 @@ def generate(out: str | Path, cars: int = 8, test_cars: int = 2, size: tuple[int
              seed: int = 0, force: bool = False) -> Path:
     """Write a Carvana-layout dataset: `cars` train and `test_cars` test cars, 16 photos each.
 
-    `size` is (width, height). Same arguments, same bytes. Returns `out`.
+    `size` is (width, height). Same arguments, same bytes. Returns `out`. Everything is written
+    into a hidden staging folder that becomes `out` only when complete, so a killed run
+    leaves no half dataset.
     """
     if cars < 1 or test_cars < 0:
         raise PipelineError(f"need --cars >= 1 and --test-cars >= 0, got --cars {cars} --test-cars {test_cars}")
     out = Path(out)
-    _prepare_output(out, force)
+    _check_output(out, force)
+    with staged_folder(out, STALE_PATTERNS) as staging:
+        _write_dataset(staging, cars, test_cars, size, seed)
+    return out
+
+
+def _write_dataset(out: Path, cars: int, test_cars: int, size: tuple[int, int], seed: int) -> None:
+    """Write every photo, mask and CSV of the dataset into the (staging) folder `out`."""
     ids = car_ids(seed, cars + test_cars)
     train, test = sorted(ids[:cars]), sorted(ids[cars:])
     for folder in ("train", "train_masks", "test"):
@@ -855,4 +862,3 @@ def generate(out: str | Path, cars: int = 8, test_cars: int = 2, size: tuple[int
     atomic_write_text(out / "metadata.csv", _csv_text(METADATA_COLUMNS, metadata, quote_all=True))
     provenance = {"generator": __name__, "cars": cars, "test_cars": test_cars, "size": list(size), "seed": seed}
     atomic_write_text(out / "synthetic.json", json.dumps(provenance, indent=2) + "\n")  # how the folder was made
-    return out
