@@ -8,7 +8,6 @@ import argparse
 
 from carvana_seg.cli import run
 from carvana_seg.inference.tune import tune
-from carvana_seg.recipe.refine import refine_label
 
 
 def main() -> None:
@@ -20,21 +19,21 @@ def main() -> None:
     parser.add_argument("--out-dir", default="submissions")
     args = parser.parse_args()
     recipe = tune(args.exp, args.runs_dir, args.tta, args.name, args.out_dir)
-    cv = recipe["cv"]
+    cv = recipe.cv
     print(f"CV Dice at original resolution over {cv['images']} images (TTA: {args.tta}):")
     print(f"{'':24s} {'@0.5':>8s} {'best thr':>9s} {'@best':>8s}")
     for exp, scores in cv["members"].items():
         print(f"{exp:24s} {scores['dice_at_0.5']:8.5f} {scores['threshold']:9.3f} {scores['dice_at_threshold']:8.5f}")
     blend = cv["blend"]
-    weights = ", ".join(f"{m['exp']}={m['weight']:.2f}" for m in recipe["members"])
+    weights = ", ".join(f"{m.exp}={m.weight:.2f}" for m in recipe.members)
     print(f"blend weights: {weights}; CV at each one's tuned threshold after edge refinement:")
     for label, value in blend["refine_tried"].items():
         print(f"  edge refinement {label:40s} {value:.5f}")
-    print(f"chosen edge refinement: {refine_label(recipe['refine'])}, threshold {recipe['threshold']:.3f} (CV at 0.5: {blend['dice_at_0.5']:.5f})")
+    print(f"chosen edge refinement: {recipe.refine_label()}, threshold {recipe.threshold:.3f} (CV at 0.5: {blend['dice_at_0.5']:.5f})")
     for steps, value in blend["postprocess"].items():
         print(f"  post-processing {steps:40s} {value:.5f}")
-    print(f"chosen post-processing: {recipe['postprocess'] or 'none'}  ->  CV {blend['dice_final']:.5f}")
-    print(f"recipe: {args.out_dir}/{recipe['name']}.recipe.json")
+    print(f"chosen post-processing: {' + '.join(recipe.postprocess) or 'none'}  ->  CV {blend['dice_final']:.5f}")
+    print(f"recipe: {args.out_dir}/{recipe.name}.recipe.json")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.tune import check_complete, nested_threshold_dice, tune
 from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
-from carvana_seg.recipe.refine import refine_levels
+from carvana_seg.recipe import chain
+from carvana_seg.recipe.recipe import Member, Recipe, RecipeError, Refine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,43 +133,72 @@ def test_validator_checks(tmp_path, sample, content, problem):
 # ---- the whole chain on tiny data (fixture `trained` in conftest) --------------------
 def test_tune_writes_a_recipe_with_blend_and_members(trained):
     recipe = tune(["plain", "se"], trained / "runs", tta="hflip", name="blend", out_dir=trained / "submissions")
-    saved = json.loads((trained / "submissions" / "blend.recipe.json").read_text())
-    assert saved == recipe
-    assert set(recipe["cv"]["members"]) == {"plain", "se"} and abs(sum(m["weight"] for m in recipe["members"]) - 1) < 1e-9
-    blend = recipe["cv"]["blend"]
+    saved = Recipe.load(trained / "submissions" / "blend.recipe.json")
+    assert saved == recipe and saved.cv == recipe.cv
+    assert set(recipe.cv["members"]) == {"plain", "se"} and abs(sum(recipe.weights) - 1) < 1e-9
+    blend = recipe.cv["blend"]
     assert blend["dice_at_threshold"] >= blend["dice_at_0.5"]
     assert blend["dice_final"] >= blend["dice_at_threshold"]  # post-processing only kept if it helps
-    assert recipe["cv"]["images"] == 16
+    assert recipe.cv["images"] == 16
     tried = blend["refine_tried"]  # no refinement plus each guided-filter setting
     assert len(tried) == 4 and blend["dice_at_threshold"] == max(tried.values())
-    assert (recipe["refine"] is None) == (max(tried, key=tried.get) == "none")
+    assert (recipe.refine is None) == (max(tried, key=tried.get) == "none")
 
 
 def test_recipe_refinement_is_applied_at_prediction(trained, monkeypatch):
-    """Prediction refines every test image with the recipe's settings (and not without them).
+    """Prediction refines every test photo with the recipe's settings (and not without them).
 
     Whether refinement changes a mask depends on how soft the model's edges are; that it
-    moves edges onto the photo's is tested in test_refine.py.
+    moves edges onto the photo's is tested in test_chain.py.
     """
     recipe = tune(["plain"], trained / "runs", name="plain_tuned", out_dir=trained / "submissions")
     raw_path, refined_path = (trained / "submissions" / f"{name}.recipe.json" for name in ("plain_raw", "plain_refined"))
-    raw_path.write_text(json.dumps({**recipe, "name": "plain_raw", "refine": None}))
-    refined_path.write_text(json.dumps({**recipe, "name": "plain_refined", "refine": {"radius": 4, "eps": 1e-3}}))
+    recipe.replace(name="plain_raw", refine=None).save(raw_path)
+    recipe.replace(name="plain_refined", refine=Refine(4, 1e-3)).save(refined_path)
 
     calls = []
+    original = chain.guided_filter
 
-    def spy(levels, photo, refine):
-        calls.append((photo.name, refine))
-        return refine_levels(levels, photo, refine)
+    def spy(guide, src_small, refine):
+        calls.append((tuple(guide.shape), refine))
+        return original(guide, src_small, refine)
 
-    monkeypatch.setattr(submit, "refine_levels", spy)
+    monkeypatch.setattr(chain, "guided_filter", spy)
     raw = submit.predict_submission(raw_path, workers=0).read_text().splitlines()[1:]
-    raw_calls, calls[:] = sorted(calls, key=str), []
+    assert calls == []
     refined = submit.predict_submission(refined_path, workers=0).read_text().splitlines()[1:]
-    images = sorted(r.split(",")[0] for r in raw)
-    assert raw_calls == [(name, None) for name in images]
-    assert sorted(calls, key=str) == [(name, {"radius": 4, "eps": 1e-3}) for name in images]
+    assert sum(shape[0] for shape, _ in calls) == len(refined) == 4  # every photo refined once
+    assert all(refine == Refine(4, 1e-3) and shape[1:] == (48, 72) for shape, refine in calls)
     assert [r.split(",")[0] for r in raw] == [r.split(",")[0] for r in refined]  # same images, same order
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"format": 1}, "format: 1 is not format 2"),
+        ({"postprocess": ["largest_component", "dilate"]}, "postprocess"),
+        ({"threshold_level": 300}, "threshold_level: 300"),
+        ({"threshold": 0.9}, "does not match threshold_level"),
+        ({"members": []}, "members: must be a non-empty list"),
+        ({"refine": {"radius": 0, "eps": 1e-3}}, "refine: radius"),
+        ({"tta": "vflip"}, "tta"),
+        ({"colour": "red"}, "colour: unknown key"),
+    ],
+)
+def test_a_bad_recipe_is_refused_naming_the_field(tmp_path, change, problem):
+    good = Recipe("r", (Member("e", "runs", 1.0, 2),), "data").to_json()
+    path = tmp_path / "r.recipe.json"
+    path.write_text(json.dumps({**good, **change}))
+    with pytest.raises(RecipeError, match=problem) as err:
+        Recipe.load(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_recipe_naming_a_missing_run_is_refused(tmp_path):
+    path = tmp_path / "r.recipe.json"
+    Recipe("r", (Member("nowhere", str(tmp_path / "runs"), 1.0, 2),), "data").save(path)
+    with pytest.raises(PipelineError, match="experiment 'nowhere'.*config.yaml not found"):
+        Recipe.load(path)
 
 
 def test_tune_refuses_incomplete_oof(trained, tmp_path):
@@ -190,7 +220,7 @@ def test_prediction_resumes_after_an_interruption(trained, monkeypatch):
     out.unlink()
 
     calls = {"n": 0}
-    original = submit.predict_chunk
+    original = submit.write_part
 
     def failing_second_chunk(*args, **kwargs):
         calls["n"] += 1
@@ -198,16 +228,35 @@ def test_prediction_resumes_after_an_interruption(trained, monkeypatch):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(submit, "predict_chunk", failing_second_chunk)
+    monkeypatch.setattr(submit, "write_part", failing_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         submit.predict_submission(recipe, chunk_images=2, workers=0)
     assert not out.exists()  # no half-written submission
     assert len(list(out.with_name(out.name + ".parts").glob("chunk-*.csv"))) == 1
-    monkeypatch.setattr(submit, "predict_chunk", original)
     calls["n"] = 0
-    monkeypatch.setattr(submit, "predict_chunk", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1])
+    monkeypatch.setattr(submit, "write_part", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1])
     assert submit.predict_submission(recipe, chunk_images=2, workers=0).read_bytes() == reference
     assert calls["n"] == 1  # only the missing chunk was predicted again
+
+
+def test_stale_chunks_of_another_chunking_are_not_reused(trained, monkeypatch):
+    """Killed, then rerun with another --chunk-images: the old parts are dropped, not joined."""
+    tune(["plain"], trained / "runs", name="rechunk", out_dir=trained / "submissions")
+    recipe = trained / "submissions" / "rechunk.recipe.json"
+    reference = submit.predict_submission(recipe, chunk_images=4, workers=0).read_bytes()
+    original, calls = submit.write_part, {"n": 0}
+
+    def killed_after_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(submit, "write_part", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        submit.predict_submission(recipe, chunk_images=1, workers=0)
+    monkeypatch.setattr(submit, "write_part", original)
+    assert submit.predict_submission(recipe, chunk_images=3, workers=0).read_bytes() == reference
 
 
 @pytest.mark.slow

@@ -9,18 +9,31 @@ at all 256 levels from one pass over the pixels.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 LEVELS = 256
 HALF = 128  # the level of probability 0.5
 
 
+def quantize(values: torch.Tensor) -> torch.Tensor:
+    """Float maps on the 0-255 scale -> uint8 levels (rounded half to even, clipped)."""
+    return values.round().clamp(0, 255).to(torch.uint8)
+
+
 def level_histograms(prob_u8: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positive, negative) pixel counts per probability level for one image."""
-    levels = prob_u8.reshape(-1)
-    truth = mask.reshape(-1).astype(bool)
-    positive = np.bincount(levels[truth], minlength=LEVELS)
-    negative = np.bincount(levels, minlength=LEVELS) - positive
-    return positive, negative
+    positive, negative = batch_level_histograms(torch.from_numpy(np.ascontiguousarray(prob_u8))[None], torch.from_numpy(np.ascontiguousarray(mask))[None])
+    return positive[0].numpy(), negative[0].numpy()
+
+
+def batch_level_histograms(levels: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) pixel counts per level for a batch: (B, 256) int64 each, on the
+    maps' device. `levels` (B, H, W) uint8, `truth` (B, H, W) nonzero = car."""
+    batch = len(levels)
+    bins = levels.reshape(batch, -1).long() + LEVELS * (truth.reshape(batch, -1) != 0).long()
+    bins += 2 * LEVELS * torch.arange(batch, device=levels.device)[:, None]
+    counts = torch.bincount(bins.reshape(-1), minlength=2 * LEVELS * batch).reshape(batch, 2, LEVELS)
+    return counts[:, 1], counts[:, 0]
 
 
 def dice_by_level(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:

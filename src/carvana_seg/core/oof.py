@@ -2,23 +2,29 @@
 
 The leaderboard scores full-size masks, so OOF probabilities are upsampled to each image's
 original size before thresholding; the per-image level histograms computed there give the
-exact Dice at every threshold (see metrics.py) for tuning without another pass.
+exact Dice at every threshold (see metrics.py) for tuning without another pass. Scoring
+runs in batches of same-size images on the maps' device; loader workers read the truth
+masks (and the photos, when a recipe refines edges) while the device works.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from carvana_seg.core.metrics import level_histograms
+from carvana_seg.core.kernels import resize_bilinear
+from carvana_seg.core.metrics import batch_level_histograms, quantize
+from carvana_seg.core.photos import read_grey, same_size_batches
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.io_utils import atomic_path
+
+SCORE_BATCH = 8  # images per scoring batch (a 1918x1280 batch of 8 is ~100 MB of float maps)
 
 
 @dataclass
@@ -39,39 +45,67 @@ class OOF:
             return cls(data["ids"], data["probs"], data["original_sizes"])
 
 
+def upsample_levels(levels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) uint8 levels -> (B, H, W) uint8 levels, bilinear."""
+    if tuple(levels.shape[-2:]) == tuple(size):
+        return levels
+    return quantize(resize_bilinear(levels, size))
+
+
 def upsample_probs(prob_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resizing of uint8 probability levels to (height, width)."""
-    if prob_u8.shape == tuple(size):
-        return prob_u8
-    return cv2.resize(prob_u8, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    """One image's uint8 levels resized to (height, width): `upsample_levels` for numpy callers."""
+    return upsample_levels(torch.from_numpy(np.ascontiguousarray(prob_u8))[None], size)[0].numpy()
 
 
-def blend_upsampled(levels: list[np.ndarray], weights: list[float], size: tuple[int, int]) -> np.ndarray:
-    """Weighted mean of several models' uint8 levels, each upsampled to `size`, as uint8 levels."""
-    acc = np.zeros(size, dtype=np.float32)
-    for prob_u8, weight in zip(levels, weights):
-        if weight:
-            acc += weight * upsample_probs(prob_u8, size).astype(np.float32)
-    return np.rint(acc / sum(weights)).astype(np.uint8)
+# (indices of one same-size batch, its original size, its grey photos or None) -> (B, H, W) uint8 levels
+LevelsFn = Callable[[np.ndarray, tuple[int, int], torch.Tensor | None], torch.Tensor]
+
+
+class _TruthAndGuides(Dataset):
+    def __init__(self, oof: OOF, layout: CarvanaLayout, with_guides: bool):
+        self.oof, self.layout, self.with_guides = oof, layout, with_guides
+
+    def __len__(self) -> int:
+        return len(self.oof.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        image_id, size = str(self.oof.ids[i]), tuple(int(v) for v in self.oof.original_sizes[i])
+        item = {"i": i, "truth": torch.from_numpy(self.layout.read_mask(image_id, size))}
+        if self.with_guides:
+            item["guide"] = torch.from_numpy(read_grey(self.layout.image_path(image_id)))
+        return item
+
+
+def original_size_batches(
+    oof: OOF, layout: CarvanaLayout, with_guides: bool = False, device: torch.device | None = None, batch_size: int = SCORE_BATCH, workers: int = 2, desc: str = "scoring at original size"
+) -> Iterator[tuple[np.ndarray, tuple[int, int], torch.Tensor, torch.Tensor | None]]:
+    """(indices, size, truth masks, grey photos or None) for every OOF image, in same-size batches on `device`."""
+    device = device or torch.device("cpu")
+    batches = list(same_size_batches(oof.original_sizes, range(len(oof.ids)), batch_size))
+    loader = DataLoader(_TruthAndGuides(oof, layout, with_guides), batch_sampler=batches, num_workers=workers)
+    with tqdm(total=len(oof.ids), desc=desc, leave=False) as bar:
+        for batch in loader:
+            indices = batch["i"].numpy()
+            size = tuple(int(v) for v in oof.original_sizes[indices[0]])
+            guide = batch["guide"].to(device, non_blocking=True) if with_guides else None
+            yield indices, size, batch["truth"].to(device, non_blocking=True), guide
+            bar.update(len(indices))
 
 
 def original_size_histograms(
-    ids: np.ndarray, sizes: np.ndarray, probs_at: Callable[[int, tuple[int, int]], np.ndarray], layout: CarvanaLayout, workers: int = 2
+    oof: OOF, layout: CarvanaLayout, levels_fn: LevelsFn | None = None, with_guides: bool = False, device: torch.device | None = None, workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-image (positive, negative) level histograms at original resolution: (N, 256) each.
 
-    `probs_at(i, size)` gives image i's uint8 probability levels at its original size.
+    `levels_fn` gives a batch's levels at its original size (default: the OOF maps upsampled).
     """
-
-    def one(i: int) -> tuple[np.ndarray, np.ndarray]:
-        size = (int(sizes[i][0]), int(sizes[i][1]))
-        return level_histograms(probs_at(i, size), layout.read_mask(str(ids[i]), size))
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        pairs = list(tqdm(pool.map(one, range(len(ids))), total=len(ids), desc="scoring at original size", leave=False))
-    return np.stack([p for p, _ in pairs]), np.stack([n for _, n in pairs])
-
-
-def oof_histograms(oof: OOF, layout: CarvanaLayout, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Original-resolution histograms of one OOF set."""
-    return original_size_histograms(oof.ids, oof.original_sizes, lambda i, size: upsample_probs(oof.probs[i], size), layout, workers)
+    device = device or torch.device("cpu")
+    if levels_fn is None:
+        def levels_fn(indices, size, guide):
+            return upsample_levels(torch.from_numpy(oof.probs[indices]).to(device), size)
+    positive = np.zeros((len(oof.ids), 256), dtype=np.int64)
+    negative = np.zeros_like(positive)
+    for indices, size, truth, guide in original_size_batches(oof, layout, with_guides, device, workers=workers):
+        pos, neg = batch_level_histograms(levels_fn(indices, size, guide), truth)
+        positive[indices], negative[indices] = pos.cpu().numpy(), neg.cpu().numpy()
+    return positive, negative

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from carvana_seg.config import ConfigError
+from carvana_seg.core.metrics import quantize
 
 SCALE_VIEW = re.compile(r"^scale(\d+(?:\.\d+)?)$")
 
@@ -52,4 +53,4 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str]
 
 def to_levels(probs: torch.Tensor) -> torch.Tensor:
     """Probabilities -> uint8 levels round(p * 255), the form OOF and blends are stored in."""
-    return (probs * 255).round().to(torch.uint8)
+    return quantize(probs * 255)

@@ -1,26 +1,30 @@
 """Predict the test set with a recipe and write the submission CSV.
 
-The test set is cut into fixed chunks of images. Each chunk is predicted the same way
-whichever process takes it (chunk c goes to process c mod N), and lands as its own
-part file, atomically: an interrupted run resumes at the first missing chunk, and N
-processes write the same bytes as one. The main process then joins the parts in sample
-order into the final file (atomic rename) and validates it.
+The test set is cut into fixed chunks of photos. Each chunk is predicted the same way
+whichever process takes it (chunk c goes to process c mod N), and lands as its own part
+file, atomically: an interrupted run resumes at the first missing chunk, and N processes
+write the same bytes as one. The main process then joins the parts in sample order into
+the final file (atomic rename) and validates it.
 
-Inside a chunk, loader workers decode JPEGs, the main thread runs the models, and a
-thread pool upsamples, refines, thresholds, post-processes and RLE-encodes: the three overlap.
-Memory is bounded by one chunk's rows, whatever the test set's size.
+The work is a pipeline, so the slowest stage sets the pace: loader workers decode the
+photos (the next batches, across chunk boundaries, while this one is on the device); the
+main thread runs every fold model of every member with TTA and the recipe's chain up to the
+thresholded masks, batched on the device (recipe/chain.py); a thread pool post-processes
+and RLE-encodes those masks; finished chunks are written as soon as their last line is
+encoded. Memory is bounded by the batches in flight, whatever the test set's size.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
@@ -28,36 +32,36 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
-from carvana_seg.core.experiment import experiment_config, load_fold_model
-from carvana_seg.core.oof import blend_upsampled
-from carvana_seg.core.views import parse_tta, predict_probs, to_levels
+from carvana_seg.core.experiment import experiment_config, fold_weights, load_fold_model
+from carvana_seg.core.photos import read_grey, same_size_batches
+from carvana_seg.core.views import predict_probs, to_levels
 from carvana_seg.data.dataset import build_transform
 from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
 from carvana_seg.data.sources import resize_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.check import check_submission
 from carvana_seg.io_utils import atomic_path
-from carvana_seg.recipe.postprocess import apply_postprocess
-from carvana_seg.recipe.refine import refine_levels
-from carvana_seg.rle import rle_encode
+from carvana_seg.recipe.chain import apply_recipe
+from carvana_seg.recipe.recipe import Recipe
 
 CHUNK_IMAGES = 256
+IN_FLIGHT_BATCHES = 4  # batches whose masks may wait for the encoding threads (bounds memory)
 
 
 @dataclass
-class RecipeMember:
+class LoadedMember:
     cfg: Config
-    weight: float
     models: list[torch.nn.Module]
 
 
-class TestImages(Dataset):
-    """Test images decoded once and resized to each member's training size."""
+class TestPhotos(Dataset):
+    """A test photo as the recipe needs it: resized to each member's training size (decoded in
+    JPEG draft mode, as training read it), and at full size as the grey guide when refining."""
 
-    def __init__(self, layout: CarvanaLayout, ids: list[str], sizes: list[tuple[int, int]]):
-        self.layout, self.ids, self.sizes = layout, ids, sizes
+    def __init__(self, layout: CarvanaLayout, ids: list[str], member_sizes: list[tuple[int, int]], with_guides: bool):
+        self.layout, self.ids, self.member_sizes, self.with_guides = layout, ids, member_sizes, with_guides
         self.transform = build_transform(train=False)
-        self.largest = max(sizes, key=lambda hw: hw[0] * hw[1])
+        self.largest = max(member_sizes, key=lambda hw: hw[0] * hw[1])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -65,55 +69,97 @@ class TestImages(Dataset):
     def __getitem__(self, i: int) -> dict:
         path = self.layout.image_path(self.ids[i], "test")
         image = read_image(path, draft_size=(self.largest[1], self.largest[0]))
-        views = [self.transform(image=resize_image(image, hw))["image"] for hw in self.sizes]
-        return {"views": views, "size": torch.tensor(image_size(path)), "i": i}
+        item = {"i": i, "views": [self.transform(image=resize_image(image, hw))["image"] for hw in self.member_sizes]}
+        if self.with_guides:
+            item["guide"] = torch.from_numpy(read_grey(path))
+        return item
 
 
-def load_recipe(path: str | Path, device: torch.device, data_root: str | None) -> tuple[dict, list[RecipeMember]]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"recipe {path} not found: write one with scripts/tune.py")
-    recipe = json.loads(path.read_text())
-    members = []
-    for entry in recipe["members"]:
-        cfg = experiment_config(entry["exp"], entry["runs_dir"])
-        if entry["weight"] > 0:
-            models = [load_fold_model(cfg, fold, device) for fold in range(entry["folds"])]
-            members.append(RecipeMember(cfg, entry["weight"], models))
-    recipe["data_root"] = data_root or recipe["data_root"]
-    return recipe, members
+def load_members(recipe: Recipe, device: torch.device) -> tuple[list[LoadedMember], Recipe]:
+    """Every fold model of every member with a weight; the recipe without the weightless ones."""
+    kept = [m for m in recipe.members if m.weight > 0]
+    loaded = []
+    for member in kept:
+        cfg = experiment_config(member.exp, member.runs_dir)
+        loaded.append(LoadedMember(cfg, [load_fold_model(cfg, fold, device) for fold in range(member.folds)]))
+    return loaded, recipe.replace(members=tuple(kept))
 
 
-def predict_member(member: RecipeMember, images: torch.Tensor, views: list[str]) -> np.ndarray:
-    """Mean probability over the member's fold models, as uint8 levels at its training size."""
+def member_levels(member: LoadedMember, images: torch.Tensor, views: list[str]) -> torch.Tensor:
+    """Mean probability over the member's fold models, as uint8 levels at its training size (on the device)."""
     probs = sum(predict_probs(model, images, views) for model in member.models) / len(member.models)
-    return to_levels(probs).cpu().numpy()
+    return to_levels(probs)
 
 
-def encode_image(levels: list[np.ndarray], weights: list[float], size: tuple[int, int], recipe: dict, photo: Path) -> str:
-    """Blend the members at original size, refine, threshold and post-process exactly as
-    tuning did, then RLE-encode."""
-    blended = refine_levels(blend_upsampled(levels, weights, size), photo, recipe.get("refine"))
-    mask = (blended >= recipe["threshold_level"]).astype(np.uint8)
-    return rle_encode(apply_postprocess(mask, recipe["postprocess"]))
+def parts_stamp(recipe: Recipe, members: list[LoadedMember], ids: list[str], chunk_images: int, batch_size: int) -> str:
+    """Everything that changes a chunk's bytes: the recipe (and its data root), the photos and
+    their order, the chunking and batching, and the weights' files (retrained models, other masks)."""
+    weights = []
+    for member in members:
+        for fold in range(len(member.models)):
+            stat = fold_weights(member.cfg, fold).stat()
+            weights.append([str(fold_weights(member.cfg, fold)), stat.st_size, stat.st_mtime_ns])
+    return json.dumps({
+        "recipe": {k: v for k, v in recipe.to_json().items() if k != "cv"},
+        "photos": hashlib.sha1("\n".join(ids).encode()).hexdigest(),
+        "chunk_images": chunk_images,
+        "batch_size": batch_size,
+        "weights": weights,
+    }, sort_keys=True)
 
 
-def predict_chunk(
-    members: list[RecipeMember], recipe: dict, dataset: TestImages, indices: list[int], device: torch.device, pool: ThreadPoolExecutor, workers: int, batch_size: int
-) -> list[str]:
-    """CSV lines `img,rle` for one chunk, in order."""
-    views = parse_tta(recipe["tta"])
-    weights = [m.weight for m in members]
-    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
-    futures = []
-    for batch in loader:
-        per_member = [predict_member(m, batch["views"][k].to(device, non_blocking=True), views) for k, m in enumerate(members)]
-        for j, i in enumerate(batch["i"].tolist()):
-            size = tuple(int(s) for s in batch["size"][j])
-            levels = [p[j] for p in per_member]
-            photo = dataset.layout.image_path(dataset.ids[i], "test")
-            futures.append((i, pool.submit(encode_image, levels, weights, size, recipe, photo)))
-    return [f"{dataset.ids[i]}.jpg,{future.result()}\n" for i, future in futures]
+def claim_parts_dir(parts_dir: Path, stamp: str) -> None:
+    """Keep finished chunks only if they were made by this very recipe, data and chunking."""
+    stamp_file = parts_dir / "stamp.json"
+    if parts_dir.is_dir() and (not stamp_file.is_file() or stamp_file.read_text() != stamp):
+        print(f"{parts_dir} holds chunks of a different recipe, data or chunking: starting over")
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    if not stamp_file.is_file():
+        with atomic_path(stamp_file) as tmp:
+            tmp.write_text(stamp)
+
+
+def read_sizes(layout: CarvanaLayout, ids: list[str], indices: list[int], show: bool) -> dict[int, tuple[int, int]]:
+    """Header sizes of the photos this process predicts: a missing or unreadable photo is named now."""
+    sizes = {}
+    for i in tqdm(indices, desc="reading test photo headers", disable=not show, leave=False):
+        path = layout.image_path(ids[i], "test")
+        if not path.is_file():
+            raise PipelineError(f"{path} is missing: sample_submission.csv lists {ids[i]}.jpg")
+        sizes[i] = image_size(path)
+    return sizes
+
+
+def predict_chunks(
+    recipe: Recipe, members: list[LoadedMember], dataset: TestPhotos, chunks: list[list[int]], todo: list[int], sizes: dict[int, tuple[int, int]],
+    parts_dir: Path, device: torch.device, workers: int, batch_size: int, show: bool,
+) -> None:
+    """Predict the chunks `todo` and write each one's part file as soon as it is complete."""
+    plan = [(c, batch) for c in todo for batch in same_size_batches(sizes, chunks[c], batch_size)]
+    loader = DataLoader(dataset, batch_sampler=[batch for _, batch in plan], num_workers=workers, pin_memory=device.type == "cuda")
+    views = recipe.views
+    lines: dict[int, dict[int, Future]] = {c: {} for c in todo}
+    in_flight: deque[Future] = deque()
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=not show) as bar:
+        for (c, indices), batch in zip(plan, loader):
+            maps = [member_levels(m, batch["views"][k].to(device, non_blocking=True), views) for k, m in enumerate(members)]
+            guide = batch["guide"].to(device, non_blocking=True) if "guide" in batch else None
+            futures = apply_recipe(recipe, maps, sizes[indices[0]], guide, pool)
+            lines[c].update(zip(indices, futures))
+            in_flight.extend(futures)
+            while len(in_flight) > IN_FLIGHT_BATCHES * batch_size:
+                in_flight.popleft().result()
+            bar.update(len(indices))
+            for done in [d for d in lines if len(lines[d]) == len(chunks[d]) and all(f.done() for f in lines[d].values())]:
+                write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
+        for done in list(lines):
+            write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
+
+
+def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], futures: dict[int, Future]) -> None:
+    with atomic_path(parts_dir / f"chunk-{c:06d}.csv") as tmp:
+        tmp.write_text("".join(f"{ids[i]}.jpg,{futures[i].result()}\n" for i in chunk))
 
 
 def predict_submission(
@@ -122,51 +168,39 @@ def predict_submission(
 ) -> Path | None:
     """Write the submission (resuming from finished chunks); returns its path on the main process."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
-    recipe, members = load_recipe(recipe_path, state.device, data_root)
-    layout = CarvanaLayout(recipe["data_root"])
-    ids = layout.test_ids  # a listed image that is missing fails loudly when it is read
+    recipe = Recipe.load(recipe_path)
+    if data_root:
+        recipe = recipe.replace(data_root=data_root)
+    members, recipe = load_members(recipe, state.device)
+    layout = CarvanaLayout(recipe.data_root)
     if not (layout.root / "test").is_dir():
         raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
-    out = Path(out) if out else Path(recipe_path).with_name(recipe["name"] + (".csv.gz" if compress else ".csv"))
+    ids = layout.test_ids
+    if not ids:
+        raise PipelineError(f"{layout.root / 'sample_submission.csv'} lists no photos")
+    out = Path(out) if out else Path(recipe_path).with_name(recipe.name + (".csv.gz" if compress else ".csv"))
     parts_dir = out.with_name(out.name + ".parts")
-    if state.is_main_process:
-        claim_parts_dir(parts_dir, recipe)
-    state.wait_for_everyone()
-    dataset = TestImages(layout, ids, [m.cfg.data.hw for m in members])
     chunks = [list(range(start, min(start + chunk_images, len(ids)))) for start in range(0, len(ids), chunk_images)]
     mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]
+    sizes = read_sizes(layout, ids, [i for c in mine for i in chunks[c]], state.is_local_main_process)
+    if state.is_main_process:
+        claim_parts_dir(parts_dir, parts_stamp(recipe, members, ids, chunk_images, batch_size))
+    state.wait_for_everyone()
     todo = [c for c in mine if not (parts_dir / f"chunk-{c:06d}.csv").is_file()]
     if len(todo) < len(mine):
         state.print(f"resuming: {len(mine) - len(todo)} of {len(mine)} chunks already written in {parts_dir}")
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for c in tqdm(todo, desc="test chunks", disable=not state.is_local_main_process):
-            lines = predict_chunk(members, recipe, dataset, chunks[c], state.device, pool, workers, batch_size)
-            with atomic_path(parts_dir / f"chunk-{c:06d}.csv") as tmp:
-                tmp.write_text("".join(lines))
+    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=recipe.refine is not None)
+    predict_chunks(recipe, members, dataset, chunks, todo, sizes, parts_dir, state.device, workers, batch_size, state.is_local_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    first = image_size(layout.image_path(ids[0], "test"))
     with atomic_path(out) as tmp:
         with (gzip.open(tmp, "wt", newline="") if compress else open(tmp, "w", newline="")) as handle:
             handle.write("img,rle_mask\n")
             for c in range(len(chunks)):
                 handle.write((parts_dir / f"chunk-{c:06d}.csv").read_text())
-        problems = check_submission(tmp, layout.root / "sample_submission.csv", first)
+        problems = check_submission(tmp, layout.root / "sample_submission.csv", image_size(layout.image_path(ids[0], "test")))
         if problems:
             raise PipelineError(f"{out} failed validation and was not written:\n" + "\n".join(problems))
     shutil.rmtree(parts_dir)
     return out
-
-
-def claim_parts_dir(parts_dir: Path, recipe: dict) -> None:
-    """Keep finished chunks only if they were made by this very recipe and data."""
-    stamp = parts_dir / "recipe.json"
-    text = json.dumps(recipe, sort_keys=True)
-    if parts_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != text):
-        print(f"{parts_dir} holds chunks of a different recipe or data: starting over")
-        shutil.rmtree(parts_dir)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    if not stamp.is_file():
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(text)

@@ -4,37 +4,27 @@ For each experiment: load every fold's OOF (re-predicted under TTA when asked), 
 training image appears exactly once, and score it at original resolution at every threshold
 at once. For several experiments: choose blend weights on OOF by coordinate ascent. Then tune
 the blend's threshold, edge refinement (a guided filter, threshold tuned again for each
-setting) and post-processing, all on OOF, so the recipe's CV is honest.
+setting) and post-processing, all on OOF, so the recipe's CV is honest. Every score comes
+from the chain prediction uses (recipe/chain.py), applied to the OOF maps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
-from carvana_seg.core.experiment import experiment_config
-from carvana_seg.core.metrics import (
-    HALF,
-    dice_by_level,
-    dice_per_image,
-    level_histograms,
-)
-from carvana_seg.core.oof import (
-    OOF,
-    blend_upsampled,
-    original_size_histograms,
-    upsample_probs,
-)
+from carvana_seg.core.experiment import default_device, experiment_config
+from carvana_seg.core.metrics import HALF, batch_level_histograms, dice_by_level, dice_per_image, quantize
+from carvana_seg.core.oof import OOF, original_size_batches, original_size_histograms
 from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.core.views import parse_tta
 from carvana_seg.data.folds import read_folds
@@ -42,13 +32,16 @@ from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.data.sources import resize_mask
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.predictor import oof_with_tta
-from carvana_seg.io_utils import atomic_path, atomic_write_text
-from carvana_seg.recipe.postprocess import POSTPROCESS, apply_postprocess
-from carvana_seg.recipe.refine import CANDIDATES, refine_label, refine_levels
+from carvana_seg.io_utils import atomic_path
+from carvana_seg.recipe.chain import blend, finish_mask, probability_levels, thresholded_masks
+from carvana_seg.recipe.postprocess import POSTPROCESS
+from carvana_seg.recipe.recipe import Member as RecipeMember, Recipe, Refine
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2
-LevelsAt = Callable[[int, tuple[int, int]], np.ndarray]  # (image index, original size) -> uint8 levels
+# Guided-filter settings tried (window radius in full-resolution pixels, regularisation eps):
+# a larger eps keeps more of the model's own map where the photo's edges are faint.
+REFINE_CANDIDATES = (Refine(4, 1e-3), Refine(8, 1e-3), Refine(8, 3e-4))
 
 
 @dataclass
@@ -98,18 +91,40 @@ def load_member(exp: str, runs_dir: str | Path, tta: str = "none") -> Member:
     return Member(exp, cfg, merged)
 
 
-def member_histograms(member: Member, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Original-resolution level histograms, cached in oof/<exp>/ (keyed by the OOF's content)."""
+def draft_recipe(members: list[Member], weights: list[float], runs_dir: str | Path, tta: str, name: str) -> Recipe:
+    """The recipe before tuning: the blend only (threshold 0.5, no refinement, no post-processing)."""
+    return Recipe(
+        name=name,
+        members=tuple(RecipeMember(m.exp, str(runs_dir), float(w), m.cfg.data.folds) for m, w in zip(members, weights)),
+        data_root=members[0].cfg.data.root,
+        tta=tta,
+    )
+
+
+def member_maps(members: list[Member], indices: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    """Each member's OOF maps of the images `indices`, on `device`."""
+    return [torch.from_numpy(m.oof.probs[indices]).to(device, non_blocking=True) for m in members]
+
+
+def recipe_histograms(recipe: Recipe, members: list[Member], layout: CarvanaLayout, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image level histograms at original size of the recipe's levels (before its threshold)."""
+
+    def levels(indices: np.ndarray, size: tuple[int, int], guide: torch.Tensor | None) -> torch.Tensor:
+        return probability_levels(recipe, member_maps(members, indices, device), size, guide)
+
+    return original_size_histograms(members[0].oof, layout, levels, with_guides=recipe.refine is not None, device=device)
+
+
+def member_histograms(member: Member, tta: str = "none", device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One experiment's original-resolution level histograms, cached in oof/<exp>/ (keyed by the OOF's content)."""
     key = hashlib.sha1(member.oof.probs.tobytes()).hexdigest()
     path = ExperimentPaths.of(member.cfg).oof_dir / f"hist.{tta_label(tta)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["key"]) == key:
                 return saved["positive"], saved["negative"]
-    positive, negative = original_size_histograms(
-        member.oof.ids, member.oof.original_sizes, lambda i, size: upsample_probs(member.oof.probs[i], size),
-        CarvanaLayout(member.cfg.data.root),
-    )
+    recipe = draft_recipe([member], [1.0], "", tta, member.exp)
+    positive, negative = recipe_histograms(recipe, [member], CarvanaLayout(member.cfg.data.root), device or default_device())
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, key=key, positive=positive, negative=negative)
     return positive, negative
@@ -138,21 +153,16 @@ def nested_threshold_dice(per_level: np.ndarray, folds: np.ndarray) -> tuple[np.
     return dice, chosen
 
 
-def blend_levels(members: list[Member], weights: list[float], i: int, size: tuple[int, int]) -> np.ndarray:
-    """Weighted mean of the members' probabilities of image i, each resized (bilinear) to `size`."""
-    return blend_upsampled([m.oof.probs[i] for m in members], weights, size)
-
-
-def search_weights(members: list[Member], layout: CarvanaLayout) -> list[float]:
+def search_weights(members: list[Member], layout: CarvanaLayout, device: torch.device) -> list[float]:
     """Coordinate ascent on blend weights, scored at the first member's resolution (fast)."""
     if len(members) == 1:
         return [1.0]
     size = members[0].oof.probs.shape[1:]
-    masks = [resize_mask(layout.read_mask(str(i)), size) for i in tqdm(members[0].oof.ids, desc="masks", leave=False)]
+    masks = torch.from_numpy(np.stack([resize_mask(layout.read_mask(str(i)), size) for i in tqdm(members[0].oof.ids, desc="masks", leave=False)])).to(device)
+    maps = member_maps(members, np.arange(len(masks)), device)
 
     def score(weights: list[float]) -> float:
-        pairs = [level_histograms(blend_levels(members, weights, i, size), masks[i]) for i in range(len(masks))]
-        return float(dice_by_level(np.stack([p for p, _ in pairs]), np.stack([n for _, n in pairs])).mean(axis=0).max())
+        return float(dice_by_level(*(h.cpu().numpy() for h in batch_level_histograms(quantize(blend(maps, weights, size)), masks))).mean(axis=0).max())
 
     weights = [1.0] * len(members)
     best = score(weights)
@@ -169,50 +179,43 @@ def search_weights(members: list[Member], layout: CarvanaLayout) -> list[float]:
     return [w / total for w in weights]
 
 
-def postprocess_scores(oof: OOF, levels_at: LevelsAt, level: int, layout: CarvanaLayout) -> dict[tuple[str, ...], np.ndarray]:
-    """Per-image Dice at original size for every subset of post-processing steps, one pass."""
-    subsets = [s for r in range(len(POSTPROCESS) + 1) for s in itertools.combinations(POSTPROCESS, r)]
-
-    def one(i: int) -> list[float]:
-        size = (int(oof.original_sizes[i][0]), int(oof.original_sizes[i][1]))
-        pred = (levels_at(i, size) >= level).astype(np.uint8)
-        truth = layout.read_mask(str(oof.ids[i]), size)[None]
-        return [float(dice_per_image(apply_postprocess(pred, list(s))[None], truth)[0]) for s in subsets]
-
-    with ThreadPoolExecutor(2) as pool:
-        rows = np.array(list(tqdm(pool.map(one, range(len(oof.ids))), total=len(oof.ids), desc="post-processing", leave=False)))
-    return {s: rows[:, k] for k, s in enumerate(subsets)}
+POSTPROCESS_SUBSETS = [s for r in range(len(POSTPROCESS) + 1) for s in itertools.combinations(POSTPROCESS, r)]
 
 
-def refined_levels(oof: OOF, levels_at: LevelsAt, refine: dict | None, layout: CarvanaLayout) -> LevelsAt:
-    """The levels function after the guided-filter setting `refine` (each image's own photo guides it)."""
+def postprocess_scores(recipe: Recipe, members: list[Member], layout: CarvanaLayout, device: torch.device) -> dict[tuple[str, ...], np.ndarray]:
+    """Per-image Dice at original size of the recipe's masks under every subset of post-processing steps, one pass."""
+    variants = [recipe.replace(postprocess=s) for s in POSTPROCESS_SUBSETS]
+    rows = np.zeros((len(members[0].oof.ids), len(variants)))
 
-    def refined_at(i: int, size: tuple[int, int]) -> np.ndarray:
-        return refine_levels(levels_at(i, size), layout.image_path(str(oof.ids[i])), refine)
+    def one(mask: np.ndarray, truth: np.ndarray) -> list[float]:
+        return [float(dice_per_image(finish_mask(v, mask)[None], truth[None])[0]) for v in variants]
 
-    return refined_at
-
-
-def refined_scores(oof: OOF, levels_at: LevelsAt, refine: dict | None, layout: CarvanaLayout) -> tuple[LevelsAt, dict]:
-    """The levels function after the guided-filter setting `refine`, and its CV at original size."""
-    refined_at = refined_levels(oof, levels_at, refine, layout)
-    return refined_at, threshold_scores(*original_size_histograms(oof.ids, oof.original_sizes, refined_at, layout))
+    with ThreadPoolExecutor(2) as pool:  # OpenCV releases the GIL
+        for indices, size, truth, guide in original_size_batches(members[0].oof, layout, recipe.refine is not None, device, desc="post-processing"):
+            masks = thresholded_masks(recipe, member_maps(members, indices, device), size, guide)
+            rows[indices] = list(pool.map(one, masks, truth.cpu().numpy()))
+    return {s: rows[:, k] for k, s in enumerate(POSTPROCESS_SUBSETS)}
 
 
-def choose_refinement(oof: OOF, levels_at: LevelsAt, scores: dict, layout: CarvanaLayout) -> tuple[dict | None, LevelsAt, dict]:
+def with_best_threshold(recipe: Recipe, positive: np.ndarray, negative: np.ndarray) -> tuple[Recipe, dict]:
+    scores = threshold_scores(positive, negative)
+    return recipe.replace(threshold_level=scores["threshold_level"]), scores
+
+
+def choose_refinement(recipe: Recipe, members: list[Member], layout: CarvanaLayout, scores: dict, device: torch.device) -> tuple[Recipe, dict]:
     """Try each guided-filter setting on OOF (threshold tuned again for each); keep the best
-    only if it beats no refinement. Returns (setting or None, its levels function, its scores)."""
-    best: tuple[dict | None, LevelsAt, dict] = (None, levels_at, scores)
-    tried = {refine_label(None): scores["dice_at_threshold"]}
-    for refine in CANDIDATES:
-        refined_at, candidate = refined_scores(oof, levels_at, refine, layout)
-        tried[refine_label(refine)] = candidate["dice_at_threshold"]
-        if candidate["dice_at_threshold"] > best[2]["dice_at_threshold"]:
-            best = (refine, refined_at, candidate)
-    return best[0], best[1], dict(best[2], refine_tried=tried)
+    only if it beats no refinement. Returns the recipe with its setting and threshold, and its scores."""
+    best, best_scores = recipe, scores
+    tried = {recipe.replace(refine=None).refine_label(): scores["dice_at_threshold"]}
+    for refine in REFINE_CANDIDATES:
+        candidate, candidate_scores = with_best_threshold(recipe.replace(refine=refine), *recipe_histograms(recipe.replace(refine=refine), members, layout, device))
+        tried[refine.label()] = candidate_scores["dice_at_threshold"]
+        if candidate_scores["dice_at_threshold"] > best_scores["dice_at_threshold"]:
+            best, best_scores = candidate, candidate_scores
+    return best, dict(best_scores, refine_tried=tried)
 
 
-def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name: str | None = None, out_dir: str | Path = "submissions") -> dict:
+def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name: str | None = None, out_dir: str | Path = "submissions") -> Recipe:
     """Tune and write `submissions/<name>.recipe.json`; returns the recipe."""
     members = [load_member(exp, runs_dir, tta) for exp in exps]
     reference = members[0]
@@ -220,37 +223,21 @@ def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name
         if member.cfg.data.root != reference.cfg.data.root or not np.array_equal(member.oof.ids, reference.oof.ids):
             raise PipelineError(f"experiments {reference.exp!r} and {member.exp!r} were trained on different data; they cannot be blended")
     layout = CarvanaLayout(reference.cfg.data.root)
+    device = default_device()
 
-    member_cv = {m.exp: threshold_scores(*member_histograms(m, tta)) for m in members}
-    weights = search_weights(members, layout)
-
-    def levels_at(i: int, size: tuple[int, int]) -> np.ndarray:
-        return blend_levels(members, weights, i, size)
-
-    if len(members) == 1:
-        positive, negative = member_histograms(reference, tta)
-    else:
-        positive, negative = original_size_histograms(reference.oof.ids, reference.oof.original_sizes, levels_at, layout)
-    refine, levels_at, blend_cv = choose_refinement(reference.oof, levels_at, threshold_scores(positive, negative), layout)
-    by_subset = postprocess_scores(reference.oof, levels_at, blend_cv["threshold_level"], layout)
+    member_cv = {m.exp: threshold_scores(*member_histograms(m, tta, device)) for m in members}
+    name = name or "_".join(exps) + ("" if tta_label(tta) == "none" else f"_tta-{tta_label(tta)}")
+    recipe = draft_recipe(members, search_weights(members, layout, device), runs_dir, tta, name)
+    histograms = member_histograms(reference, tta, device) if len(members) == 1 else recipe_histograms(recipe, members, layout, device)
+    recipe, blend_cv = with_best_threshold(recipe, *histograms)
+    recipe, blend_cv = choose_refinement(recipe, members, layout, blend_cv, device)
+    by_subset = postprocess_scores(recipe, members, layout, device)
     best_subset = max(by_subset, key=lambda s: (by_subset[s].mean(), -len(s)))
-    baseline = by_subset[()].mean()
-    steps = list(best_subset) if by_subset[best_subset].mean() > baseline else []
+    steps = best_subset if by_subset[best_subset].mean() > by_subset[()].mean() else ()
     blend_cv.update(
         postprocess={" + ".join(s) or "none": float(v.mean()) for s, v in by_subset.items()},
-        dice_final=float(by_subset[tuple(steps)].mean()),
+        dice_final=float(by_subset[steps].mean()),
     )
-    name = name or "_".join(exps) + ("" if tta_label(tta) == "none" else f"_tta-{tta_label(tta)}")
-    recipe = {
-        "name": name,
-        "members": [{"exp": m.exp, "runs_dir": str(runs_dir), "weight": w, "folds": m.cfg.data.folds} for m, w in zip(members, weights)],
-        "tta": tta,
-        "threshold": blend_cv["threshold"],
-        "threshold_level": blend_cv["threshold_level"],
-        "refine": refine,
-        "postprocess": steps,
-        "cv": {"blend": blend_cv, "members": member_cv, "images": len(reference.oof.ids)},
-        "data_root": reference.cfg.data.root,
-    }
-    atomic_write_text(Path(out_dir) / f"{name}.recipe.json", json.dumps(recipe, indent=2))
+    recipe = recipe.replace(postprocess=steps, cv={"blend": blend_cv, "members": member_cv, "images": len(reference.oof.ids)})
+    recipe.save(Path(out_dir) / f"{name}.recipe.json")
     return recipe

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from carvana_seg.config import KEEP_CHOICES, Config, ConfigError
 from carvana_seg.core.metrics import HALF, dice_by_level, dice_per_image
-from carvana_seg.core.oof import OOF, oof_histograms
+from carvana_seg.core.oof import OOF, original_size_histograms
 from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.core.views import predict_probs, to_levels
 from carvana_seg.data.dataset import SegmentationDataset
@@ -41,28 +40,17 @@ from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models import build_model, save_checkpoint
 from carvana_seg.models.stats import count_parameters
 from carvana_seg.training.losses import SOFT_TARGET_LOSSES, build_loss
-from carvana_seg.training.tracking import build_trackers, plot_learning_curve
+from carvana_seg.training.progress import write_progress
+from carvana_seg.training.resume import TrainerState, latest_state, load_resume_state, save_resume_state
+from carvana_seg.training.runinfo import RunRecord
+from carvana_seg.training.session import begin_fold, end_fold, process_accelerator
+from carvana_seg.training.tracking import check_trackers, plot_learning_curve
 
 ONECYCLE_WARMUP_FRACTION, ONECYCLE_START_DIV, ONECYCLE_END_DIV = 0.3, 25.0, 1e4
 
 
 class NonFiniteLossError(PipelineError):
     """The loss became NaN or infinite: the run stops instead of training on garbage."""
-
-
-@dataclass
-class TrainerState:
-    """What a resumed run needs beyond accelerate's own state (model, optimizer, scheduler, RNG)."""
-
-    epoch: int = 0  # epochs completed
-    best_dice: float = -1.0
-    best_epoch: int = 0
-    kept_dice: float = -1.0  # validation Dice of the epoch whose weights and OOF are kept
-    kept_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the best, for early stopping
-    train_seconds: float = 0.0
-    train_images: int = 0
-    history: list[dict] = field(default_factory=list)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -90,22 +78,33 @@ def check_settings(cfg: Config) -> None:
         raise ConfigError("train.early_stop needs train.keep=best: a run that stops early has no last epoch to keep")
     if cfg.data.soft_masks and cfg.train.loss not in SOFT_TARGET_LOSSES:
         raise ConfigError(f"data.soft_masks needs a loss that takes soft targets ({', '.join(SOFT_TARGET_LOSSES)}), not {cfg.train.loss!r}")
+    check_trackers(cfg.train.trackers)
 
 
-def fold_data(cfg: Config, fold: int, accelerator: Accelerator) -> tuple[CarvanaLayout, CachedSource | DecodedSource, np.ndarray, np.ndarray]:
-    """The dataset's resized source and the fold's train / validation indices into it."""
+def check_inputs(cfg: Config, folds: Iterable[int]) -> tuple[CarvanaLayout, pd.DataFrame]:
+    """The dataset and its folds table, checked before a run writes anything.
+
+    A run that fails here must not have claimed its experiment name (runs/<exp>/config.yaml)
+    or made a fold folder: the corrected rerun under the same name would be refused.
+    """
+    check_settings(cfg)
+    for fold in folds:
+        if not 0 <= fold < cfg.data.folds:
+            raise ConfigError(f"--fold {fold}: must be in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})")
     layout = CarvanaLayout(cfg.data.root)
-    folds = read_folds(cfg.data.folds_path, layout, cfg.data.folds)
-    if not 0 <= fold < cfg.data.folds:
-        raise ConfigError(f"--fold {fold}: must be in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})")
+    return layout, read_folds(cfg.data.folds_path, layout, cfg.data.folds)
+
+
+def dataset_source(cfg: Config, layout: CarvanaLayout, folds: pd.DataFrame) -> CachedSource | DecodedSource:
+    """The resized training images: the cache (built here if missing) or decoded on demand.
+
+    Only one process may build a cache: callers run this on the main process first
+    (`main_process_first`), and `train_cv.py --parallel` runs it before starting any fold.
+    """
     ids = folds["img"].tolist()
-    with accelerator.main_process_first():  # one process builds the cache, the others reuse it
-        if cfg.data.use_cache:
-            source = build_cache(layout, ids, cfg.data.hw, cfg.data.cache_dir, workers=max(1, cfg.data.num_workers))
-        else:
-            source = DecodedSource(layout, ids, cfg.data.hw)
-    is_val = (folds["fold"] == fold).to_numpy()
-    return layout, source, np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if cfg.data.use_cache:
+        return build_cache(layout, ids, cfg.data.hw, cfg.data.cache_dir, workers=max(1, cfg.data.num_workers))
+    return DecodedSource(layout, ids, cfg.data.hw)
 
 
 def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -124,55 +123,52 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
     return np.concatenate(indices), np.concatenate(probs)
 
 
-def save_resume_state(accelerator: Accelerator, state: TrainerState, state_root: Path) -> None:
-    """Save accelerate's state plus ours to state/epoch<N>; `latest.json` names the newest
-    complete one, written last, so a crash mid-save never leaves a stale or partial pick."""
-    target = state_root / f"epoch{state.epoch:04d}"
-    accelerator.save_state(str(target))
-    if accelerator.is_main_process:
-        atomic_write_text(target / "trainer_state.json", json.dumps(state.__dict__))
-        atomic_write_text(state_root / "latest.json", json.dumps({"epoch": state.epoch, "dir": target.name}))
-        for old in state_root.glob("epoch*"):
-            if old != target:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def latest_state(state_root: Path) -> dict | None:
-    """`{"epoch", "dir"}` of the newest complete saved state, or None."""
-    latest = state_root / "latest.json"
-    return json.loads(latest.read_text()) if latest.is_file() else None
-
-
-def load_resume_state(accelerator: Accelerator, state_root: Path) -> TrainerState | None:
-    latest = latest_state(state_root)
-    if latest is None:
-        return None
-    target = state_root / latest["dir"]
-    accelerator.load_state(str(target))
-    return TrainerState(**json.loads((target / "trainer_state.json").read_text()))
-
-
 def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: int | None = None) -> dict:
-    """Train one fold; returns its scores (also written to oof/<exp>/fold<k>.json)."""
-    check_settings(cfg)
+    """Train one fold; returns its scores (also written to oof/<exp>/fold<k>.json) on the main
+    process, {} on the others and when the run stops before its last epoch.
+
+    The process's Accelerator (session.py) is borrowed, not ended: a K-fold run under DDP
+    trains its next fold in the same process group.
+    """
+    layout, folds = check_inputs(cfg, [fold])  # before anything is written
     paths = ExperimentPaths.of(cfg)
     fold_dir, state_root = paths.fold_dir(fold), paths.state_dir(fold)
     saved = latest_state(state_root) if resume else None
     previous = saved["epoch"] if saved else -1  # metrics.csv rows to keep on resume
-    accelerator = Accelerator(
-        mixed_precision=cfg.train.precision,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with=build_trackers(cfg.train.trackers, fold_dir, keep_through_step=previous),
-        project_dir=str(fold_dir),
-        dynamo_backend="inductor" if cfg.train.compile else None,  # None: accelerate's own config decides
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=True),
-    )
+    accelerator = process_accelerator(cfg)
     set_seed(cfg.train.seed)
+    with accelerator.main_process_first():  # one process builds the cache, the others reuse it
+        source = dataset_source(cfg, layout, folds)
     if accelerator.is_main_process:
         paths.claim(cfg)
         fold_dir.mkdir(parents=True, exist_ok=True)
-    layout, source, train_idx, val_idx = fold_data(cfg, fold, accelerator)
+    accelerator.wait_for_everyone()
+    begin_fold(accelerator, cfg, fold, fold_dir, keep_through_step=previous)
+    record = RunRecord(fold_dir, accelerator.device, accelerator.num_processes, accelerator.mixed_precision, max(previous, 0) + 1) if accelerator.is_main_process else None
+    state = TrainerState()
+    try:
+        scores = _fit(cfg, fold, accelerator, layout, source, folds, state, resume, stop_after_epoch)
+    except BaseException as err:
+        if record is not None:
+            record.finish("failed", state.epoch, error=f"{type(err).__name__}: {err}")
+        end_fold(accelerator)
+        raise
+    if record is not None:
+        record.finish("finished" if scores else "stopped", state.epoch)
+    accelerator.wait_for_everyone()
+    end_fold(accelerator)
+    return scores
+
+
+def _fit(
+    cfg: Config, fold: int, accelerator: Accelerator, layout: CarvanaLayout, source: CachedSource | DecodedSource,
+    folds: pd.DataFrame, state: TrainerState, resume: bool, stop_after_epoch: int | None,
+) -> dict:
+    """The training loop of `train_fold`; updates `state` in place as epochs finish."""
+    paths = ExperimentPaths.of(cfg)
+    fold_dir, state_root = paths.fold_dir(fold), paths.state_dir(fold)
+    is_val = (folds["fold"] == fold).to_numpy()
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
     # ---- data, model, optimizer, schedule --------------------------------------------
     loader_args = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
@@ -196,15 +192,14 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler)
     plain_model = accelerator.unwrap_model(model, keep_torch_compile=False)  # no DDP / compile wrapper, same weights
     ema = None
-    if cfg.train.ema > 0:
+    if cfg.train.ema > 0:  # saved by resume.py as safetensors, never registered for (pickled) checkpointing
         ema = AveragedModel(plain_model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
-        accelerator.register_for_checkpointing(ema)
 
-    state = TrainerState()
     if resume:
-        state = load_resume_state(accelerator, state_root) or state
+        loaded = load_resume_state(accelerator, state_root, ema)
+        if loaded is not None:
+            state.__dict__.update(loaded.__dict__)
         accelerator.print(f"resuming {cfg.exp.name} fold {fold} after epoch {state.epoch}" if state.epoch else f"no saved state in {state_root}: starting from epoch 1")
-    accelerator.init_trackers(f"{cfg.exp.name}-fold{fold}", config={"fold": fold, "exp": cfg.exp.name})
     accelerator.print(
         f"{cfg.exp.name} fold {fold}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.data.size}, "
         f"{n_params:,} parameters, {accelerator.num_processes} process(es) on {accelerator.device}"
@@ -213,6 +208,20 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     val_truth = np.stack([covered(source.get(int(i))[1]) for i in val_idx])
     val_position = {int(i): k for k, i in enumerate(val_idx)}
     last_epoch = cfg.train.epochs if stop_after_epoch is None else min(cfg.train.epochs, stop_after_epoch)
+    first_epoch, session_start = state.epoch, time.perf_counter()
+
+    def progress(status: str, images_per_s: float | None = None) -> None:
+        """progress.json for `train_cv.py --parallel`: ETA from this session's mean epoch time."""
+        if not accelerator.is_main_process:
+            return
+        elapsed, done = time.perf_counter() - session_start, state.epoch - first_epoch
+        val = next((row["val_dice"] for row in reversed(state.history) if "val_dice" in row), None)
+        write_progress(
+            fold_dir, exp=cfg.exp.name, fold=fold, status=status, epoch=state.epoch, epochs=cfg.train.epochs, stop_epoch=last_epoch,
+            val_dice=val, images_per_s=images_per_s, elapsed_s=elapsed, eta_s=(last_epoch - state.epoch) * elapsed / done if done else None,
+        )
+
+    progress("training")
     for epoch in range(state.epoch + 1, last_epoch + 1):
         # ---- train one epoch ---------------------------------------------------------
         model.train()
@@ -277,7 +286,8 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         accelerator.print(f"epoch {epoch}/{cfg.train.epochs}  loss {row['train_loss']:.4f}{report}  {row['images_per_s']:.1f} img/s")
         if accelerator.is_main_process:
             plot_learning_curve(fold_dir / "metrics.csv", fold_dir / "learning_curve.png", f"{cfg.exp.name} fold {fold}")
-        save_resume_state(accelerator, state, state_root)
+        save_resume_state(accelerator, state, state_root, ema)
+        progress("training", row["images_per_s"])
         if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
             accelerator.print(f"early stop: no improvement for {state.bad_epochs} epochs")  # same decision on every process
             break
@@ -292,8 +302,8 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
             f"{cfg.exp.name} fold {fold}: Dice {scores['dice_train_res']:.4f} at {cfg.data.size}, "
             f"{scores['dice']:.4f} at original size (kept epoch {state.kept_epoch}, best validated {state.best_epoch})"
         )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # also ends the process group under DDP
+    last_rate = state.history[-1]["images_per_s"] if state.history else None
+    progress("finished" if finished else "stopped", last_rate)
     return scores
 
 
@@ -301,7 +311,7 @@ def score_fold(cfg: Config, fold: int, layout: CarvanaLayout, state: TrainerStat
     """Score the kept epoch's OOF at original resolution and write oof/<exp>/fold<k>.json."""
     paths = ExperimentPaths.of(cfg)
     oof = OOF.load(paths.oof_npz(fold))
-    positive, negative = oof_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
+    positive, negative = original_size_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
     scores = {
         "exp": cfg.exp.name,
         "fold": fold,

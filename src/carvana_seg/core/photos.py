@@ -1,0 +1,29 @@
+"""Full-size photos as the prediction chain needs them: grey guides for edge refinement,
+and batches of same-size images (a batch is one tensor, so sizes are never mixed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from carvana_seg.data.layout import read_image
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """The photo as uint8 grey levels at full size (OpenCV's RGB->grey weights)."""
+    return cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+
+
+def same_size_batches(sizes: Sequence[tuple[int, int]], order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Cut `order` into batches of at most `batch_size` consecutive indices of one size each."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) == batch_size or tuple(sizes[i]) != tuple(sizes[batch[0]])):
+            yield batch
+            batch = []
+        batch.append(int(i))
+    if batch:
+        yield batch

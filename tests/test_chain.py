@@ -1,0 +1,131 @@
+"""The recipe chain (recipe/chain.py): edge refinement, the device kernels, bit packing, and
+equivalence with the old per-photo numpy chain (benchmarks/old_chain.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from carvana_seg.core import kernels
+from carvana_seg.core.photos import read_grey
+from carvana_seg.core.metrics import dice_per_image
+from carvana_seg.recipe.chain import guided_filter, pack_bits, probability_levels, thresholded_masks
+from carvana_seg.recipe.recipe import Member, Recipe, Refine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import old_chain  # noqa: E402
+
+HEIGHT, WIDTH, EDGE = 120, 200, 100  # the photo's edge: columns >= EDGE are the car
+
+
+def photo() -> torch.Tensor:
+    guide = torch.full((1, HEIGHT, WIDTH), 0.25)
+    guide[..., EDGE:] = 0.75
+    return guide
+
+
+def blurred_prediction(shift: int, size: tuple[int, int] = (HEIGHT, WIDTH)) -> torch.Tensor:
+    """A soft map whose 0.5 crossing sits `shift` full-size columns left of the photo's edge."""
+    x = (torch.arange(size[1], dtype=torch.float32) + 0.5) * WIDTH / size[1] - 0.5
+    return (1 / (1 + torch.exp(-(x - (EDGE - shift)) / 3))).expand(1, *size).clone()
+
+
+def wrong_columns(probs: torch.Tensor) -> int:
+    truth = torch.zeros(HEIGHT, WIDTH, dtype=torch.bool)
+    truth[:, EDGE:] = True
+    return int(((probs[0] >= 0.5) != truth).any(dim=0).sum())
+
+
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+def test_guided_filter_snaps_the_outline_to_the_photo_edge(backend, monkeypatch):
+    monkeypatch.setattr(kernels, "BACKEND", backend)
+    assert wrong_columns(blurred_prediction(5)) == 5
+    refined = guided_filter(photo(), blurred_prediction(5, (HEIGHT // 2, WIDTH // 2)), Refine(8, 1e-3))
+    assert wrong_columns(refined) <= 1
+
+
+def test_flat_photo_leaves_a_smooth_map_nearly_unchanged():
+    refined = guided_filter(torch.full((1, HEIGHT, WIDTH), 0.5), blurred_prediction(0, (HEIGHT // 2, WIDTH // 2)), Refine(4, 1e-3))
+    assert wrong_columns(refined) == 0  # no photo edge to follow: the model's outline stays
+
+
+@pytest.mark.parametrize("size", [(1280, 1918), (37, 53)])
+def test_torch_kernels_match_opencv(size):
+    """What runs on a GPU (the torch kernels), checked on CPU tensors against OpenCV."""
+    rng = torch.Generator().manual_seed(0)
+    small = torch.rand(2, 3, size[0] // 4, size[1] // 4, generator=rng)
+    full = torch.rand(2, *size, generator=rng)
+    for backend in ("torch", "opencv"):
+        assert kernels.resize_bilinear(small, size, backend).shape == (2, 3, *size)
+    torch.testing.assert_close(kernels.resize_bilinear(small, size, "torch"), kernels.resize_bilinear(small, size, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
+    half = (size[0] // 2, size[1] // 2)
+    torch.testing.assert_close(kernels.resize_area(full, half, "torch"), kernels.resize_area(full, half, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
+    torch.testing.assert_close(kernels.box_mean(full, 9, "torch"), kernels.box_mean(full, 9, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
+
+
+def test_bit_packing_matches_numpy():
+    masks = torch.rand(3, 7, 11) > 0.5  # 77 pixels: not a multiple of 8
+    expected = np.packbits(masks.numpy().reshape(3, -1), axis=1)
+    np.testing.assert_array_equal(pack_bits(masks).numpy(), expected)
+    np.testing.assert_array_equal(np.unpackbits(expected, axis=1, count=77).reshape(3, 7, 11), masks.numpy())
+
+
+def recipe_of(weights: list[float], refine: Refine | None, level: int = 128, steps: tuple[str, ...] = ()) -> Recipe:
+    members = tuple(Member(f"m{k}", "runs", w, 1) for k, w in enumerate(weights))
+    return Recipe("test", members, "data", threshold_level=level, refine=refine, postprocess=steps)
+
+
+def soft_maps(truth: np.ndarray, hw: tuple[int, int], seed: int) -> np.ndarray:
+    """A plausible model output at training size: the coverage, blurred and noised, as uint8 levels."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    coverage = np.stack([cv2.resize(t.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA) for t in truth])
+    coverage = np.stack([cv2.GaussianBlur(c, (5, 5), 1.0) for c in coverage]) + rng.normal(0, 0.03, coverage.shape)
+    return np.clip(np.rint(coverage * 255), 0, 255).astype(np.uint8)
+
+
+def compare_with_old_chain(photos: list[Path], truth: np.ndarray) -> np.ndarray:
+    """Per-photo Dice between the old and the new chain's final masks, for a two-member blend
+    (members at different training sizes), refined and post-processed."""
+    size = truth.shape[1:]
+    maps = [soft_maps(truth, (128, 192), 0), soft_maps(truth, (96, 144), 1)]
+    recipe = recipe_of([0.7, 0.3], Refine(8, 3e-4), level=120, steps=("largest_component", "fill_holes"))
+    guide = torch.from_numpy(np.stack([read_grey(p) for p in photos]))
+    new = thresholded_masks(recipe, [torch.from_numpy(m) for m in maps], size, guide)
+    from carvana_seg.recipe.chain import finish_mask
+
+    new = np.stack([finish_mask(recipe, m) for m in new])
+    old = np.stack([
+        old_chain.old_mask([m[k] for m in maps], recipe.weights, size, photo, {"radius": 8, "eps": 3e-4}, 120, list(recipe.postprocess))
+        for k, photo in enumerate(photos)
+    ])
+    levels_new = probability_levels(recipe.replace(refine=None), [torch.from_numpy(m) for m in maps], size).numpy()
+    levels_old = np.stack([old_chain.blend_upsampled([m[k] for m in maps], recipe.weights, size) for k in range(len(photos))])
+    assert np.abs(levels_new.astype(int) - levels_old).max() <= 1  # blend + upsample: rounding only
+    return dice_per_image(new, old)
+
+
+def test_new_chain_matches_the_old_on_synthetic_photos(tiny_layout):
+    from carvana_seg.data.layout import CarvanaLayout
+
+    layout = CarvanaLayout(tiny_layout)
+    ids = layout.train_ids[:4]
+    truth = np.stack([layout.read_mask(i) for i in ids])
+    dice = compare_with_old_chain([layout.image_path(i) for i in ids], truth)
+    assert dice.min() >= 0.999, dice  # 24x36 photos: one pixel is 0.1% of a mask
+
+
+def test_new_chain_matches_the_old_on_real_photos(real_carvana):
+    from carvana_seg.data.layout import CarvanaLayout
+
+    layout = CarvanaLayout(real_carvana)
+    ids = layout.train_ids[::96][:8]  # 8 photos of 8 different cars
+    truth = np.stack([layout.read_mask(i) for i in ids])
+    dice = compare_with_old_chain([layout.image_path(i) for i in ids], truth)
+    print("per-photo Dice, new vs old chain:", np.round(dice, 6))
+    assert dice.min() >= 0.9999, dice
