@@ -46,9 +46,9 @@ class CSVTracker(GeneralTracker):
             pd.DataFrame(self.rows).to_csv(tmp, index=False)
 
 
-def build_trackers(names: str, fold_dir: Path, keep_through_step: int) -> list:
-    """`csv` always; the others by name when their package is installed (an error otherwise)."""
-    trackers: list = [CSVTracker(fold_dir / "metrics.csv", keep_through_step)]
+def check_trackers(names: str) -> list[str]:
+    """The optional trackers named in `train.trackers`; an unknown or uninstalled one is an error."""
+    optional = []
     for name in filter(None, (n.strip() for n in names.split(","))):
         if name == "csv":
             continue
@@ -56,6 +56,14 @@ def build_trackers(names: str, fold_dir: Path, keep_through_step: int) -> list:
             raise ConfigError(f"train.trackers: unknown tracker {name!r}; available: csv, {', '.join(OPTIONAL_TRACKERS)}")
         if importlib.util.find_spec(OPTIONAL_TRACKERS[name]) is None:
             raise ConfigError(f"train.trackers: {name!r} is not installed (pip install {OPTIONAL_TRACKERS[name]})")
+        optional.append(name)
+    return optional
+
+
+def build_trackers(names: str, fold_dir: Path, keep_through_step: int) -> list:
+    """`csv` always; the others by name when their package is installed (an error otherwise)."""
+    trackers: list = [CSVTracker(fold_dir / "metrics.csv", keep_through_step)]
+    for name in check_trackers(names):
         if name == "wandb":
             os.environ.setdefault("WANDB_MODE", "offline")
         if name == "mlflow":

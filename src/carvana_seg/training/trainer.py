@@ -144,7 +144,9 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
         fold_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     begin_fold(accelerator, cfg, fold, fold_dir, keep_through_step=previous)
-    record = RunRecord(fold_dir, accelerator.device, accelerator.num_processes, accelerator.mixed_precision, max(previous, 0) + 1) if accelerator.is_main_process else None
+    record = None
+    if accelerator.is_main_process:
+        record = RunRecord(fold_dir, accelerator.device, accelerator.num_processes, accelerator.mixed_precision, max(previous, 0) + 1)
     state = TrainerState()
     try:
         scores = _fit(cfg, fold, accelerator, layout, source, folds, state, resume, stop_after_epoch)
@@ -192,7 +194,7 @@ def _fit(
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler)
     plain_model = accelerator.unwrap_model(model, keep_torch_compile=False)  # no DDP / compile wrapper, same weights
     ema = None
-    if cfg.train.ema > 0:  # saved by resume.py as safetensors, never registered for (pickled) checkpointing
+    if cfg.train.ema > 0:  # resume.py saves it as safetensors: never registered with accelerate (issue 15)
         ema = AveragedModel(plain_model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
 
     if resume:
