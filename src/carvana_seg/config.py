@@ -70,7 +70,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "model.classes": (lambda v: v >= 1, ">= 1"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),
-    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.lr": (lambda v: v >= 0, ">= 0 (0 freezes the weights: tests use it)"),
     "train.weight_decay": (lambda v: v >= 0, ">= 0"),
     "train.warmup_epochs": (lambda v: v >= 0, ">= 0"),
     "train.grad_accum": (lambda v: v >= 1, ">= 1"),
@@ -225,7 +225,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 def _check_value(key: str, value: Any) -> None:
     """Refuse a value no run can use: an unknown choice, an impossible number, a name that is a path."""
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(CHOICES[key])}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if key in RANGES and not RANGES[key][0](value):
