@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from carvana_seg.data.layout import open_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path
 
@@ -23,8 +24,10 @@ PALETTE_COLOURS = 256  # octree keeps small colour areas (tail lights) that medi
 
 def overlay(photo_path: Path, mask_path: Path) -> Image.Image:
     """A thumbnail with the mask tinted and its outline drawn, so misfits show at the edges."""
-    photo = Image.open(photo_path).convert("RGB").resize(THUMB, Image.BOX)
-    mask = Image.open(mask_path).point(lambda v: 255 * (v > 0), mode="L").resize(THUMB, Image.NEAREST)
+    with open_image(photo_path) as img:  # header size checked first, errors name the file
+        photo = img.convert("RGB").resize(THUMB, Image.BOX)
+    with open_image(mask_path, "mask") as img:
+        mask = img.point(lambda v: 255 * (v > 0), mode="L").resize(THUMB, Image.NEAREST)
     tinted = Image.blend(photo, Image.new("RGB", THUMB, TINT), TINT_ALPHA)
     tile = Image.composite(tinted, photo, mask)
     edge = ImageChops.subtract(mask, mask.filter(ImageFilter.MinFilter(3)))
