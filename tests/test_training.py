@@ -55,6 +55,12 @@ def test_one_epoch_fold_end_to_end(tmp_path, data_root):
     written = json.loads((tmp_path / "oof" / "tiny" / "fold0.json").read_text())
     assert written == scores and 0 <= scores["dice"] <= 1 and scores["images"] == 8
     assert len(pd.read_csv(fold_dir / "metrics.csv")) == 1
+    record = json.loads((fold_dir / "run.json").read_text())  # what produced the fold
+    for key in ("torch", "cuda", "accelerate", "python", "device", "processes", "git_commit", "host", "started", "ended",
+                "wall_seconds", "command"):
+        assert key in record, key
+    assert record["status"] == "finished" and record["processes"] == 1 and record["wall_seconds"] > 0
+    assert json.loads((fold_dir / "progress.json").read_text())["status"] == "finished"
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, data_root):
@@ -175,3 +181,70 @@ def test_ddp_oof_has_every_validation_image_once(tmp_path, data_root):
     assert len(ddp.ids) == len(set(ddp.ids.tolist())) == 8  # 8 images over 2 ranks x batch 3: padding dropped
     assert sorted(ddp.ids.tolist()) == sorted(single.ids.tolist())
     assert json.loads((tmp_path / "oof" / "ddp" / "fold0.json").read_text())["processes"] == 2
+
+
+class _Payload:
+    """Unpickling this creates `marker`: the code a planted state file would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_a_planted_state_file(tmp_path, data_root):
+    """issue 15: with EMA, accelerate used to load state/epoch<N>/custom_checkpoint_0.pkl with the
+    weights-only check off. The EMA is now ema.safetensors; a planted pickle is never read, and
+    the resumed run still matches an uninterrupted one (so the EMA really was restored)."""
+    import pickle
+
+    full = train_fold(tiny_config(tmp_path, data_root, "exp.name=full", "train.ema=0.5"), fold=0)
+    sliced = tiny_config(tmp_path, data_root, "exp.name=sliced", "train.ema=0.5")
+    assert train_fold(sliced, fold=0, stop_after_epoch=1) == {}
+    state = tmp_path / "runs" / "sliced" / "fold0" / "state" / "epoch0001"
+    assert (state / "ema.safetensors").is_file() and not list(state.glob("custom_checkpoint_*"))
+    marker, planted = tmp_path / "payload-ran", state / "custom_checkpoint_0.pkl"
+    planted.write_bytes(pickle.dumps(_Payload(marker)))
+    pickle.loads(planted.read_bytes())  # control: the payload runs when the file is unpickled
+    assert marker.is_file()
+    marker.unlink()
+
+    from carvana_seg.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"custom_checkpoint_0.pkl: this project never writes custom checkpoints"):
+        train_fold(sliced, fold=0, resume=True)
+    assert not marker.exists(), "resume unpickled the planted file"
+    planted.unlink()
+    resumed = train_fold(sliced, fold=0, resume=True)
+    assert resumed["dice_train_res"] == pytest.approx(full["dice_train_res"], abs=1e-6)
+    a, b = (load_file(tmp_path / "runs" / exp / "fold0" / "model.safetensors") for exp in ("full", "sliced"))  # EMA weights
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_no_code_loads_pickles():
+    """Nothing in src/ or scripts/ turns off torch's weights-only loading, allows numpy pickles,
+    imports pickle or registers objects for accelerate's pickled checkpointing."""
+    banned = ("weights_only=False", "allow_pickle=True", "import pickle", "register_for_checkpointing(")
+    found = [f"{path}: {word}" for path in [*REPO.glob("src/**/*.py"), *REPO.glob("scripts/*.py")]
+             for word in banned if word in path.read_text()]
+    assert not found, found
+
+
+@pytest.mark.parametrize("overrides, fold, message", [
+    (["data.root={missing}"], 0, r"does not exist"),
+    ([], 9, r"--fold 9: must be in 0..1"),
+])
+def test_failed_first_check_claims_no_experiment(tmp_path, data_root, overrides, fold, message):
+    """issue 15 item 7: a run refused on its inputs saves no runs/<exp>/config.yaml and makes no
+    fold folder, so the corrected rerun under the same name is not called a different config."""
+    from carvana_seg.errors import PipelineError
+    from carvana_seg.training.cv import train_experiments
+
+    cfg = tiny_config(tmp_path, data_root, *(item.format(missing=tmp_path / "missing") for item in overrides))
+    with pytest.raises(PipelineError, match=message):
+        train_fold(cfg, fold=fold)
+    with pytest.raises(PipelineError, match=message):
+        train_experiments([cfg], folds=[fold])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "oof").exists()

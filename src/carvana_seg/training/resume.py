@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path, atomic_write_text
 
 EMA_NAME = "ema.safetensors"
@@ -72,6 +73,13 @@ def load_resume_state(accelerator: Accelerator, state_root: Path, ema: nn.Module
     if latest is None:
         return None
     target = state_root / latest["dir"]
+    for unexpected in sorted(target.glob("custom_checkpoint_*")):
+        raise PipelineError(
+            f"{unexpected}: this project never writes custom checkpoints and will not load one (it could run code); "
+            f"delete it, or delete {state_root} to train the fold from the start"
+        )
+    if ema is not None and not (target / EMA_NAME).is_file():
+        raise PipelineError(f"{target / EMA_NAME} is missing (train.ema > 0): delete {state_root} to train the fold from the start")
     accelerator.load_state(str(target))
     if ema is not None:
         load_model(ema, str(target / EMA_NAME), device=str(accelerator.device))
