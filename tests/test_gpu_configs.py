@@ -2,7 +2,8 @@
 
 The recipes are sized for an H200 (bf16, 640x960 or full frames); here each runs with the same
 model family, block, loss, soft masks and schedule at 32x48 in fp32, with U-Nets narrowed to
-base 8 and smp encoders swapped for ResNet-18 (each shipped model is built too, on the meta device), so a broken key, a bad combination or a model that cannot build fails in seconds.
+base 8 and smp encoders swapped for ResNet-18 (each shipped model is also built, on the meta
+device), so a broken key, a bad combination or a model that cannot build fails in seconds.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import accelerate
@@ -27,11 +27,13 @@ RUN_JSON = "run.json"
 GIT_TIMEOUT_S = 5
 
 
-def git_commit(where: Path = Path(__file__).resolve().parent) -> dict:
+def git_commit(where: Path | None = None) -> dict:
     """The commit of the code that runs, and whether tracked files differ from it; None outside git."""
+    where = where or Path(__file__).resolve().parent
+
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=GIT_TIMEOUT_S)
+            done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -48,7 +50,7 @@ def device_name(device: torch.device) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RunRecord:

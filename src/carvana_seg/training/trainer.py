@@ -139,8 +139,8 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     set_seed(cfg.train.seed)
     with accelerator.main_process_first():  # one process builds the cache, the others reuse it
         source = dataset_source(cfg, layout, folds)
+    paths.claim(cfg)  # on every process: a refused config must stop all of them, not leave some waiting
     if accelerator.is_main_process:
-        paths.claim(cfg)
         fold_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     begin_fold(accelerator, cfg, fold, fold_dir, keep_through_step=previous)
@@ -201,7 +201,9 @@ def _fit(
         loaded = load_resume_state(accelerator, state_root, ema)
         if loaded is not None:
             state.__dict__.update(loaded.__dict__)
-        accelerator.print(f"resuming {cfg.exp.name} fold {fold} after epoch {state.epoch}" if state.epoch else f"no saved state in {state_root}: starting from epoch 1")
+        accelerator.print(
+            f"resuming {cfg.exp.name} fold {fold} after epoch {state.epoch}" if state.epoch else f"no saved state in {state_root}: starting from epoch 1"
+        )
     accelerator.print(
         f"{cfg.exp.name} fold {fold}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.data.size}, "
         f"{n_params:,} parameters, {accelerator.num_processes} process(es) on {accelerator.device}"
