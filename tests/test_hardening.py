@@ -256,7 +256,8 @@ def test_choice_fields_are_checked_on_load_and_list_the_choices(key):
     "override",
     ["train.epochs=0", "train.batch_size=0", "train.lr=-0.1", "train.lr=nan", "train.lr=inf",
      "data.folds=1", "data.num_workers=-1", "train.grad_accum=0", "train.ema=1", "model.dropout=1",
-     "train.val_every=0", "model.depth=0", "model.base_channels=0", "data.darken_floor=1.5", "train.weight_decay=-1"],
+     "train.val_every=0", "model.depth=0", "model.base_channels=0", "data.darken_floor=1.5", "train.weight_decay=-1",
+     "train.seed=-1", "data.fold_seed=4294967296"],
 )
 def test_impossible_numbers_are_config_errors(override):
     key = override.split("=")[0]

@@ -58,6 +58,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # key -> (test, what the test asks, in words). Every float must also be finite.
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "data.folds": (lambda v: v >= 2, ">= 2"),
+    "data.fold_seed": (lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1 (a numpy seed)"),
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.darken_floor": (lambda v: 0 <= v <= 1, "a probability between 0 and 1"),
     "model.base_channels": (lambda v: v >= 1, ">= 1"),
@@ -78,6 +79,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "train.ema": (lambda v: 0 <= v < 1, ">= 0 and < 1 (0 disables the EMA)"),
     "train.val_every": (lambda v: v >= 1, ">= 1"),
     "train.early_stop": (lambda v: v >= 0, ">= 0 (0 disables early stopping)"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1 (a numpy seed)"),
 }
 
 TRUE_WORDS = ("true", "yes", "on")  # what YAML 1.1 reads as booleans, accepted for bool fields only

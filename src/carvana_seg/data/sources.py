@@ -161,6 +161,8 @@ def remove_abandoned_builds(cache_dir: Path) -> list[Path]:
             except FileNotFoundError:
                 continue
             shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue  # not ours to judge (e.g. another user's, unreadable): leave it
         removed.append(tmp)
     return removed
 
