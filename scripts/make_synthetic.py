@@ -4,6 +4,7 @@
 
 Writes train/, train_masks/ (palette GIFs, 0/1), train_masks.csv, test/, sample_submission.csv and
 metadata.csv. Same arguments give byte-identical files. Refuses a non-empty --out unless --force.
+The data is written into a hidden `.<out>.*.partial` folder first: --out appears only when complete.
 """
 
 import argparse
