@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from carvana_seg.core.metrics import HALF, dice_by_level  # noqa: E402
-from carvana_seg.core.oof import OOF, oof_histograms  # noqa: E402
+from carvana_seg.core.oof import OOF, original_size_histograms  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
 
@@ -32,7 +32,7 @@ def image_dice(oof_dir: Path, exp: str, folds: list[int], layout: CarvanaLayout)
     parts = []
     for fold in folds:
         oof = OOF.load(oof_dir / exp / f"fold{fold}.npz")
-        positive, negative = oof_histograms(oof, layout)
+        positive, negative = original_size_histograms(oof, layout)
         parts.append(pd.Series(dice_by_level(positive, negative)[:, HALF], index=oof.ids))
     return pd.concat(parts)
 

@@ -17,18 +17,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from carvana_seg.core.oof import upsample_probs  # noqa: E402
+from carvana_seg.core.experiment import default_device  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout  # noqa: E402
-from carvana_seg.inference.tune import load_member, refined_scores, tta_label  # noqa: E402
-from carvana_seg.recipe.refine import CANDIDATES, refine_label  # noqa: E402
+from carvana_seg.inference.tune import REFINE_CANDIDATES, draft_recipe, load_member, recipe_histograms, threshold_scores, tta_label  # noqa: E402
+from carvana_seg.recipe.recipe import Refine  # noqa: E402
 
 
-def parse_settings(text: str) -> list[dict]:
-    """`8/3e-4,4/1e-3` -> [{'radius': 8, 'eps': 3e-4}, {'radius': 4, 'eps': 1e-3}]"""
+def parse_settings(text: str) -> list[Refine]:
+    """`8/3e-4,4/1e-3` -> [Refine(8, 3e-4), Refine(4, 1e-3)]"""
     settings = []
     for item in filter(None, text.split(",")):
         radius, _, eps = item.partition("/")
-        settings.append({"radius": int(radius), "eps": float(eps)})
+        settings.append(Refine(int(radius), float(eps)))
     return settings
 
 
@@ -40,18 +40,17 @@ def main() -> None:
     parser.add_argument("--settings", default="4/1e-3,6/3e-4,8/3e-4,8/1e-4,12/3e-4,16/3e-4", help="radius/eps pairs")
     args = parser.parse_args()
     member = load_member(args.exp, args.runs_dir, args.tta)
-    oof, layout = member.oof, CarvanaLayout(member.cfg.data.root)
-
-    def upsampled(i: int, size: tuple[int, int]):
-        return upsample_probs(oof.probs[i], size)
+    oof, layout, device = member.oof, CarvanaLayout(member.cfg.data.root), default_device()
+    draft = draft_recipe([member], [1.0], args.runs_dir, args.tta, args.exp)
 
     rows = []
     for refine in [None, *parse_settings(args.settings)]:
         start = time.perf_counter()
-        _, scores = refined_scores(oof, upsampled, refine, layout)
-        tried = " (tried by tune.py)" if refine in CANDIDATES else ""
+        recipe = draft.replace(refine=refine)
+        scores = threshold_scores(*recipe_histograms(recipe, [member], layout, device))
+        tried = " (tried by tune.py)" if refine in REFINE_CANDIDATES else ""
         rows.append(
-            f"| {refine_label(refine)}{tried} | {scores['dice_at_0.5']:.5f} | {scores['dice_at_threshold']:.5f} "
+            f"| {recipe.refine_label()}{tried} | {scores['dice_at_0.5']:.5f} | {scores['dice_at_threshold']:.5f} "
             f"| {scores['threshold']:.3f} | {time.perf_counter() - start:.0f} s |"
         )
         print(rows[-1], flush=True)

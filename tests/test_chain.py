@@ -23,8 +23,8 @@ HEIGHT, WIDTH, EDGE = 120, 200, 100  # the photo's edge: columns >= EDGE are the
 
 
 def photo() -> torch.Tensor:
-    guide = torch.full((1, HEIGHT, WIDTH), 0.25)
-    guide[..., EDGE:] = 0.75
+    guide = torch.full((1, HEIGHT, WIDTH), 64, dtype=torch.uint8)
+    guide[..., EDGE:] = 191
     return guide
 
 
@@ -34,10 +34,10 @@ def blurred_prediction(shift: int, size: tuple[int, int] = (HEIGHT, WIDTH)) -> t
     return (1 / (1 + torch.exp(-(x - (EDGE - shift)) / 3))).expand(1, *size).clone()
 
 
-def wrong_columns(probs: torch.Tensor) -> int:
+def wrong_columns(probs: torch.Tensor, scale: float = 1.0) -> int:
     truth = torch.zeros(HEIGHT, WIDTH, dtype=torch.bool)
     truth[:, EDGE:] = True
-    return int(((probs[0] >= 0.5) != truth).any(dim=0).sum())
+    return int(((probs[0] >= 0.5 * scale) != truth).any(dim=0).sum())
 
 
 @pytest.mark.parametrize("backend", ["opencv", "torch"])
@@ -45,12 +45,12 @@ def test_guided_filter_snaps_the_outline_to_the_photo_edge(backend, monkeypatch)
     monkeypatch.setattr(kernels, "BACKEND", backend)
     assert wrong_columns(blurred_prediction(5)) == 5
     refined = guided_filter(photo(), blurred_prediction(5, (HEIGHT // 2, WIDTH // 2)), Refine(8, 1e-3))
-    assert wrong_columns(refined) <= 1
+    assert wrong_columns(refined, 255) <= 1  # the filter answers on the 0-255 scale
 
 
 def test_flat_photo_leaves_a_smooth_map_nearly_unchanged():
-    refined = guided_filter(torch.full((1, HEIGHT, WIDTH), 0.5), blurred_prediction(0, (HEIGHT // 2, WIDTH // 2)), Refine(4, 1e-3))
-    assert wrong_columns(refined) == 0  # no photo edge to follow: the model's outline stays
+    refined = guided_filter(torch.full((1, HEIGHT, WIDTH), 128, dtype=torch.uint8), blurred_prediction(0, (HEIGHT // 2, WIDTH // 2)), Refine(4, 1e-3))
+    assert wrong_columns(refined, 255) == 0  # no photo edge to follow: the model's outline stays
 
 
 @pytest.mark.parametrize("size", [(1280, 1918), (37, 53)])
@@ -65,6 +65,15 @@ def test_torch_kernels_match_opencv(size):
     half = (size[0] // 2, size[1] // 2)
     torch.testing.assert_close(kernels.resize_area(full, half, "torch"), kernels.resize_area(full, half, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
     torch.testing.assert_close(kernels.box_mean(full, 9, "torch"), kernels.box_mean(full, 9, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
+    photo = (full * 255).to(torch.uint8)
+    a, b = torch.rand(2, *size, generator=rng) * 2 - 0.5, torch.rand(2, *size, generator=rng) * 100 - 20
+    fitted = kernels.multiply_add(a.clone(), photo, b, "torch")
+    torch.testing.assert_close(fitted, kernels.multiply_add(a.clone(), photo, b, "opencv"), atol=1e-4, rtol=1e-6)
+    levels = kernels.quantize(fitted.clone(), "torch")
+    assert torch.equal(levels, kernels.quantize(fitted.clone(), "opencv"))  # both round half to even and clip
+    assert levels.dtype == torch.uint8 and levels.min() == 0 and levels.max() == 255
+    for level in (0, 128, 255):
+        assert torch.equal(kernels.at_least(levels, level, "torch"), kernels.at_least(levels, level, "opencv"))
 
 
 def test_bit_packing_matches_numpy():

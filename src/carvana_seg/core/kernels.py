@@ -1,11 +1,12 @@
-"""The three image kernels of the prediction chain, on whichever device the maps live.
+"""The full-resolution kernels of the prediction chain, on whichever device the maps live.
 
-The chain (recipe/chain.py) is written once in torch; only these kernels differ by device.
-On CUDA they are torch ops (batched, no host round trip). On the CPU, OpenCV's SIMD
-resize and box filter are 5-25x faster than torch's CPU kernels on 1918x1280 maps
-(benchmarks/results/predict.md), so the CPU runs them through OpenCV on the tensors'
-own memory. Both give the same numbers to float rounding (tests/test_chain.py checks
-the torch kernels on CPU tensors against OpenCV).
+The chain (recipe/chain.py) is written once, in torch; only these primitives differ by
+device. On CUDA they are torch ops (batched, no host round trip). On the CPU, OpenCV's SIMD
+kernels are 3-25x faster than torch's on 1918x1280 maps (a box filter 2.8 vs 70 ms, a
+threshold 0.2 vs 5 ms, a multiply-add with rounding 7 vs 21 ms, on this 2-core machine), so
+CPU tensors go through OpenCV on their own memory. Both give the same numbers up to float
+rounding: tests/test_chain.py checks the torch kernels on CPU tensors against OpenCV, which
+is how the GPU path is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ def _use_opencv(x: torch.Tensor, backend: str | None) -> bool:
     return backend == "opencv" or (backend == "auto" and x.device.type == "cpu")
 
 
-def _per_plane(x: torch.Tensor, op) -> torch.Tensor:
-    """Apply a 2-D OpenCV op to every (H, W) plane of a (..., H, W) float32 CPU tensor."""
-    planes = x.detach().float().contiguous().numpy().reshape(-1, *x.shape[-2:])
-    out = np.stack([op(plane) for plane in planes])
-    return torch.from_numpy(out).reshape(*x.shape[:-2], *out.shape[-2:])
+def _per_plane(x: torch.Tensor, out_hw: tuple[int, int], op) -> torch.Tensor:
+    """Apply a 2-D OpenCV op `op(src, dst)` to every (H, W) plane of a (..., H, W) CPU tensor,
+    writing float32 results straight into one preallocated output (no stacking copies)."""
+    planes = x.detach().contiguous().numpy().reshape(-1, *x.shape[-2:])
+    if planes.dtype != np.float32:
+        planes = planes.astype(np.float32)
+    out = np.empty((len(planes), *out_hw), dtype=np.float32)
+    for plane, dst in zip(planes, out):
+        op(plane, dst)
+    return torch.from_numpy(out).reshape(*x.shape[:-2], *out_hw)
 
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int], backend: str | None = None) -> torch.Tensor:
@@ -39,7 +45,7 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int], backend: str | None 
     if tuple(x.shape[-2:]) == size:
         return x.float()
     if _use_opencv(x, backend):
-        return _per_plane(x, lambda p: cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+        return _per_plane(x, size, lambda src, dst: cv2.resize(src, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_LINEAR))
     flat = x.float().reshape(-1, 1, *x.shape[-2:])
     return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*x.shape[:-2], *size)
 
@@ -50,7 +56,7 @@ def resize_area(x: torch.Tensor, size: tuple[int, int], backend: str | None = No
     if tuple(x.shape[-2:]) == size:
         return x.float()
     if _use_opencv(x, backend):
-        return _per_plane(x, lambda p: cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+        return _per_plane(x, size, lambda src, dst: cv2.resize(src, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_AREA))
     (height, width), flat = x.shape[-2:], x.float().reshape(-1, *x.shape[-2:])
     if height % size[0] == 0 and width % size[1] == 0:  # whole factors: plain block means
         out = F.avg_pool2d(flat[:, None], (height // size[0], width // size[1]))[:, 0]
@@ -71,9 +77,37 @@ def box_mean(x: torch.Tensor, side: int, backend: str | None = None) -> torch.Te
     """Mean over a side x side window around each pixel, borders mirrored without repeating
     the edge pixel (cv2.boxFilter's default BORDER_REFLECT_101, torch's 'reflect')."""
     if _use_opencv(x, backend):
-        return _per_plane(x, lambda p: cv2.boxFilter(p, -1, (side, side)))
+        return _per_plane(x, tuple(x.shape[-2:]), lambda src, dst: cv2.boxFilter(src, -1, (side, side), dst=dst))
     half = side // 2
     mode = "reflect" if half < min(x.shape[-2:]) else "replicate"  # reflect needs a margin narrower than the map
     flat = F.pad(x.float().reshape(-1, 1, *x.shape[-2:]), (half, half, half, half), mode=mode)
     flat = F.avg_pool2d(F.avg_pool2d(flat, (side, 1), stride=1), (1, side), stride=1)
     return flat.reshape(x.shape)
+
+
+def quantize(values: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Float maps on the 0-255 scale -> uint8 levels, rounded half to even and clipped.
+    Works in place on `values` (float32)."""
+    if _use_opencv(values, backend):
+        flat = values.detach().float().contiguous().numpy().reshape(-1, values.shape[-1])
+        np.maximum(flat, 0, out=flat)  # convertScaleAbs would mirror negatives
+        return torch.from_numpy(cv2.convertScaleAbs(flat)).reshape(values.shape)
+    return values.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def multiply_add(a: torch.Tensor, photo: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """a * photo + b, float32; `photo` uint8 of the same shape. Works in place on `a`."""
+    if _use_opencv(a, backend):
+        flat_a = a.detach().contiguous().numpy().reshape(-1, a.shape[-1])
+        flat_p = photo.contiguous().numpy().reshape(-1, a.shape[-1])
+        cv2.multiply(flat_a, flat_p, dst=flat_a, dtype=cv2.CV_32F)
+        cv2.add(flat_a, b.contiguous().numpy().reshape(-1, a.shape[-1]), dst=flat_a)
+        return torch.from_numpy(flat_a).reshape(a.shape)
+    return a.mul_(photo).add_(b)
+
+
+def at_least(levels: torch.Tensor, level: int, backend: str | None = None) -> torch.Tensor:
+    """Bool mask of the pixels whose uint8 level is >= `level`."""
+    if _use_opencv(levels, backend):
+        return torch.from_numpy(np.greater_equal(levels.contiguous().numpy(), np.uint8(min(level, 255))) if level <= 255 else np.zeros(levels.shape, bool))
+    return levels >= level

@@ -15,11 +15,6 @@ LEVELS = 256
 HALF = 128  # the level of probability 0.5
 
 
-def quantize(values: torch.Tensor) -> torch.Tensor:
-    """Float maps on the 0-255 scale -> uint8 levels (rounded half to even, clipped)."""
-    return values.round().clamp(0, 255).to(torch.uint8)
-
-
 def level_histograms(prob_u8: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positive, negative) pixel counts per probability level for one image."""
     positive, negative = batch_level_histograms(torch.from_numpy(np.ascontiguousarray(prob_u8))[None], torch.from_numpy(np.ascontiguousarray(mask))[None])

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from carvana_seg.core.kernels import resize_bilinear
-from carvana_seg.core.metrics import batch_level_histograms, quantize
+from carvana_seg.core.kernels import quantize, resize_bilinear
+from carvana_seg.core.metrics import batch_level_histograms
 from carvana_seg.core.photos import read_grey, same_size_batches
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.io_utils import atomic_path
@@ -70,7 +70,7 @@ class _TruthAndGuides(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image_id, size = str(self.oof.ids[i]), tuple(int(v) for v in self.oof.original_sizes[i])
-        item = {"i": i, "truth": torch.from_numpy(self.layout.read_mask(image_id, size))}
+        item = {"i": i, "truth": torch.from_numpy(np.require(self.layout.read_mask(image_id, size), requirements=["C", "W"]))}
         if self.with_guides:
             item["guide"] = torch.from_numpy(read_grey(self.layout.image_path(image_id)))
         return item

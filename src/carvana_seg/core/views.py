@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from carvana_seg.config import ConfigError
-from carvana_seg.core.metrics import quantize
+from carvana_seg.core.kernels import quantize
 
 SCALE_VIEW = re.compile(r"^scale(\d+(?:\.\d+)?)$")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from carvana_seg.rle import RLEError, rle_runs
@@ -20,9 +22,11 @@ def _open_text(path: Path) -> io.TextIOBase:
     return gzip.open(path, "rt", newline="") if compressed else open(path, newline="")
 
 
-def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int, int] = (1280, 1918)) -> list[str]:
+def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int, int] | Callable[[str], tuple[int, int]] = (1280, 1918)) -> list[str]:
     """Every problem found (empty when the file is valid): header, row count, ids and order
-    identical to the sample, and each RLE well formed for an image of `image_size` (H, W)."""
+    identical to the sample, no image twice, and each RLE well formed for its image's size:
+    `image_size` is (H, W) for every image, or a function from the image name to its (H, W)."""
+    size_of = image_size if callable(image_size) else (lambda name: image_size)
     path, sample = Path(path), Path(sample)
     if not path.is_file():
         return [f"{path}: file not found"]
@@ -37,7 +41,10 @@ def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int
         rows = list(reader)
     if len(rows) != len(expected):
         problems.append(f"{path}: {len(rows)} rows, the sample has {len(expected)}")
-    num_pixels = image_size[0] * image_size[1]
+    for source, listed in ((sample, expected), (path, [row[0] for row in rows if row])):
+        repeated = [image for image, count in Counter(listed).items() if count > 1]
+        if repeated:
+            problems.append(f"{source}: {repeated[0]} is listed more than once ({len(repeated)} images repeated)")
     for line, (row, want) in enumerate(zip(rows, expected), start=2):
         if len(problems) >= MAX_REPORTED:
             problems.append("... (more problems not listed)")
@@ -48,7 +55,8 @@ def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int
         if row[0] != want:
             problems.append(f"{path}:{line}: image {row[0]!r}, the sample has {want!r} here")
         try:
-            rle_runs(row[1], num_pixels)
+            height, width = size_of(row[0])
+            rle_runs(row[1], height * width)
         except RLEError as err:
             problems.append(f"{path}:{line} ({row[0]}): {err}")
     return problems

@@ -176,8 +176,6 @@ def predict_submission(
     if not (layout.root / "test").is_dir():
         raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
     ids = layout.test_ids
-    if not ids:
-        raise PipelineError(f"{layout.root / 'sample_submission.csv'} lists no photos")
     out = Path(out) if out else Path(recipe_path).with_name(recipe.name + (".csv.gz" if compress else ".csv"))
     parts_dir = out.with_name(out.name + ".parts")
     chunks = [list(range(start, min(start + chunk_images, len(ids)))) for start in range(0, len(ids), chunk_images)]
@@ -199,7 +197,12 @@ def predict_submission(
             handle.write("img,rle_mask\n")
             for c in range(len(chunks)):
                 handle.write((parts_dir / f"chunk-{c:06d}.csv").read_text())
-        problems = check_submission(tmp, layout.root / "sample_submission.csv", image_size(layout.image_path(ids[0], "test")))
+        known = {f"{ids[i]}.jpg": size for i, size in sizes.items()}  # the other processes' photos: read from their headers
+
+        def size_of(name: str) -> tuple[int, int]:
+            return known.get(name) or image_size(layout.image_path(name.removesuffix(".jpg"), "test"))
+
+        problems = check_submission(tmp, layout.root / "sample_submission.csv", size_of)
         if problems:
             raise PipelineError(f"{out} failed validation and was not written:\n" + "\n".join(problems))
     shutil.rmtree(parts_dir)

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
 from carvana_seg.core.experiment import default_device, experiment_config
-from carvana_seg.core.metrics import HALF, batch_level_histograms, dice_by_level, dice_per_image, quantize
+from carvana_seg.core.kernels import quantize
+from carvana_seg.core.metrics import HALF, batch_level_histograms, dice_by_level, dice_per_image
 from carvana_seg.core.oof import OOF, original_size_batches, original_size_histograms
 from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.core.views import parse_tta
@@ -182,9 +183,11 @@ def search_weights(members: list[Member], layout: CarvanaLayout, device: torch.d
 POSTPROCESS_SUBSETS = [s for r in range(len(POSTPROCESS) + 1) for s in itertools.combinations(POSTPROCESS, r)]
 
 
-def postprocess_scores(recipe: Recipe, members: list[Member], layout: CarvanaLayout, device: torch.device) -> dict[tuple[str, ...], np.ndarray]:
-    """Per-image Dice at original size of the recipe's masks under every subset of post-processing steps, one pass."""
-    variants = [recipe.replace(postprocess=s) for s in POSTPROCESS_SUBSETS]
+def postprocess_scores(
+    recipe: Recipe, members: list[Member], layout: CarvanaLayout, device: torch.device, subsets: list[tuple[str, ...]] = POSTPROCESS_SUBSETS
+) -> dict[tuple[str, ...], np.ndarray]:
+    """Per-image Dice at original size of the recipe's masks under each subset of post-processing steps, one pass."""
+    variants = [recipe.replace(postprocess=s) for s in subsets]
     rows = np.zeros((len(members[0].oof.ids), len(variants)))
 
     def one(mask: np.ndarray, truth: np.ndarray) -> list[float]:
@@ -194,7 +197,7 @@ def postprocess_scores(recipe: Recipe, members: list[Member], layout: CarvanaLay
         for indices, size, truth, guide in original_size_batches(members[0].oof, layout, recipe.refine is not None, device, desc="post-processing"):
             masks = thresholded_masks(recipe, member_maps(members, indices, device), size, guide)
             rows[indices] = list(pool.map(one, masks, truth.cpu().numpy()))
-    return {s: rows[:, k] for k, s in enumerate(POSTPROCESS_SUBSETS)}
+    return {s: rows[:, k] for k, s in enumerate(subsets)}
 
 
 def with_best_threshold(recipe: Recipe, positive: np.ndarray, negative: np.ndarray) -> tuple[Recipe, dict]:

@@ -20,8 +20,7 @@ from concurrent.futures import Executor, Future
 import numpy as np
 import torch
 
-from carvana_seg.core.kernels import box_mean, resize_area, resize_bilinear
-from carvana_seg.core.metrics import quantize
+from carvana_seg.core.kernels import at_least, box_mean, multiply_add, quantize, resize_area, resize_bilinear
 from carvana_seg.recipe.postprocess import apply_postprocess
 from carvana_seg.recipe.recipe import Recipe, Refine
 from carvana_seg.rle import rle_encode
@@ -46,18 +45,21 @@ def blend(maps: Sequence[torch.Tensor], weights: Sequence[float], size: tuple[in
 
 
 def guided_filter(guide: torch.Tensor, src_small: torch.Tensor, refine: Refine) -> torch.Tensor:
-    """Re-fit `src_small` (B, h, w) 0-1 float at half size to the full-size grey photo `guide`
-    (B, H, W, 0-1 float), window by window: output = a * guide + b, with a and b the local
-    linear fit of the map on the photo (He, Sun and Tang, 2010), smoothed and upsampled."""
+    """Re-fit `src_small` ((B, h, w) probabilities at half size) to the full-size photos
+    `guide` ((B, H, W) uint8 grey), window by window: the output, on the 0-255 scale, is
+    a * guide + b with a and b the local linear fit of the map on the photo (He, Sun and
+    Tang, 2010), smoothed and upsampled ("fast guided filter"). Scaled so the full-size
+    work is one multiply-add on the photo as it was decoded."""
     full, small = tuple(guide.shape[-2:]), tuple(src_small.shape[-2:])
-    guide_small = resize_area(guide, small)
     side = 2 * max(1, refine.radius // SUBSAMPLE) + 1
-    stacked = torch.stack([guide_small, src_small, guide_small * src_small, guide_small * guide_small], dim=1)
-    mean_g, mean_s, mean_gs, mean_gg = box_mean(stacked, side).unbind(1)
-    a = (mean_gs - mean_g * mean_s) / (mean_gg - mean_g * mean_g + refine.eps)
+    g = resize_area(guide, small) / 255
+    mean_g, mean_s = box_mean(g, side), box_mean(src_small, side)
+    a = (box_mean(g * src_small, side) - mean_g * mean_s) / (box_mean(g * g, side) - mean_g * mean_g + refine.eps)
     b = mean_s - a * mean_g
-    a_full, b_full = resize_bilinear(box_mean(torch.stack([a, b], dim=1), side), full).unbind(1)
-    return torch.addcmul(b_full, a_full, guide)
+    # 255 * (a * guide / 255 + b) = a * guide + 255 * b
+    a_full = resize_bilinear(box_mean(a, side), full)
+    b_full = resize_bilinear(box_mean(b, side).mul_(255), full)
+    return multiply_add(a_full, guide, b_full)
 
 
 def half_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -72,12 +74,12 @@ def probability_levels(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple
         return quantize(blend(maps, recipe.weights, size))
     if guide is None or tuple(guide.shape[-2:]) != tuple(size):
         raise ValueError(f"edge refinement needs the grey photos at {size[1]}x{size[0]}")
-    src_small = blend(maps, recipe.weights, half_size(size)) / 255
-    return quantize(guided_filter(guide.float() / 255, src_small, recipe.refine) * 255)
+    src_small = blend(maps, recipe.weights, half_size(size)).div_(255)  # = the full-size blend averaged 2x2, up to rounding
+    return quantize(guided_filter(guide, src_small, recipe.refine))
 
 
 def threshold(recipe: Recipe, levels: torch.Tensor) -> torch.Tensor:
-    return levels >= recipe.threshold_level
+    return at_least(levels, recipe.threshold_level)
 
 
 def pack_bits(masks: torch.Tensor) -> torch.Tensor:
