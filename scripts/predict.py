@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--out", default=None, help="default: submissions/<name>.csv")
     parser.add_argument("--gzip", action="store_true", help="write <name>.csv.gz")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=0, help="photos per batch (default: 32 on a GPU, 4 on the CPU)")
     parser.add_argument("--workers", type=int, default=2, help="decoding and encoding workers")
     parser.add_argument("--chunk-images", type=int, default=CHUNK_IMAGES, help="images per resumable chunk")
     parser.add_argument("overrides", nargs="*", metavar="data.root=DIR", help="predict another Carvana-layout folder")

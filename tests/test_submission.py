@@ -212,6 +212,20 @@ def test_tune_refuses_incomplete_oof(trained, tmp_path):
         tune(["plain"], runs, out_dir=tmp_path)
 
 
+def count_parts(monkeypatch, fail_at: int | None = None) -> dict:
+    """Count the chunk parts prediction writes; with `fail_at`, be killed writing that one."""
+    original, calls = submit.write_part, {"n": 0}
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(submit, "write_part", counting)
+    return calls
+
+
 def test_prediction_resumes_after_an_interruption(trained, monkeypatch):
     tune(["plain"], trained / "runs", name="single", out_dir=trained / "submissions")
     recipe = trained / "submissions" / "single.recipe.json"
@@ -219,22 +233,13 @@ def test_prediction_resumes_after_an_interruption(trained, monkeypatch):
     reference = out.read_bytes()
     out.unlink()
 
-    calls = {"n": 0}
-    original = submit.write_part
-
-    def failing_second_chunk(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(submit, "write_part", failing_second_chunk)
+    count_parts(monkeypatch, fail_at=2)
     with pytest.raises(KeyboardInterrupt):
         submit.predict_submission(recipe, chunk_images=2, workers=0)
     assert not out.exists()  # no half-written submission
     assert len(list(out.with_name(out.name + ".parts").glob("chunk-*.csv"))) == 1
-    calls["n"] = 0
-    monkeypatch.setattr(submit, "write_part", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1])
+    monkeypatch.undo()
+    calls = count_parts(monkeypatch)
     assert submit.predict_submission(recipe, chunk_images=2, workers=0).read_bytes() == reference
     assert calls["n"] == 1  # only the missing chunk was predicted again
 
@@ -244,18 +249,10 @@ def test_stale_chunks_of_another_chunking_are_not_reused(trained, monkeypatch):
     tune(["plain"], trained / "runs", name="rechunk", out_dir=trained / "submissions")
     recipe = trained / "submissions" / "rechunk.recipe.json"
     reference = submit.predict_submission(recipe, chunk_images=4, workers=0).read_bytes()
-    original, calls = submit.write_part, {"n": 0}
-
-    def killed_after_first(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(submit, "write_part", killed_after_first)
+    count_parts(monkeypatch, fail_at=2)
     with pytest.raises(KeyboardInterrupt):
         submit.predict_submission(recipe, chunk_images=1, workers=0)
-    monkeypatch.setattr(submit, "write_part", original)
+    monkeypatch.undo()
     assert submit.predict_submission(recipe, chunk_images=3, workers=0).read_bytes() == reference
 
 
@@ -270,3 +267,66 @@ def test_two_process_prediction_is_byte_identical(trained):
     subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--out", str(trained / "two.csv")], cwd=REPO, env=env, check=True, capture_output=True)
     assert (trained / "one.csv").read_bytes() == (trained / "two.csv").read_bytes()
     assert len((trained / "one.csv").read_text().splitlines()) == 1 + 4
+
+
+# ---- a bad test set is a one-line error naming the file, before any photo is predicted ---
+def bad_test_set(trained: Path, tmp_path: Path, how: str) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(trained / "data", root)
+    sample = root / "sample_submission.csv"
+    rows = sample.read_text().splitlines()
+    if how == "duplicate id":
+        sample.write_text("\n".join([*rows, rows[1]]) + "\n")
+    elif how == "header only":
+        sample.write_text(rows[0] + "\n")
+    elif how == "missing photo":
+        (root / "test" / rows[2].split(",")[0]).unlink()
+    elif how == "truncated photo":
+        photo = root / "test" / rows[2].split(",")[0]
+        photo.write_bytes(photo.read_bytes()[:200])
+    elif how == "empty test folder":
+        for photo in (root / "test").iterdir():
+            photo.unlink()
+    return root
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("duplicate id", "sample_submission.csv: test01_01.jpg is listed more than once"),
+        ("header only", "sample_submission.csv lists no photos"),
+        ("missing photo", "test02_01.jpg is missing"),
+        ("empty test folder", "test01_01.jpg is missing"),
+        ("truncated photo", "test02_01.jpg"),
+    ],
+)
+def test_a_bad_test_set_is_one_line_naming_the_file(trained, tmp_path, how, message):
+    tune(["plain"], trained / "runs", name="badtest", out_dir=trained / "submissions")
+    root = bad_test_set(trained, tmp_path, how)
+    done = subprocess.run(
+        [sys.executable, "scripts/predict.py", "--recipe", str(trained / "submissions" / "badtest.recipe.json"), f"data.root={root}", "--workers", "1", "--out", str(tmp_path / "s.csv")],
+        cwd=REPO, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_validator_checks_each_row_against_its_own_photo_size(tmp_path, sample):
+    path = tmp_path / "sub.csv"
+    path.write_text("img,rle_mask\na_01.jpg,15 5\na_02.jpg,15 5\n")  # 20 pixels: fits 4x5, not 2x5
+    sizes = {"a_01.jpg": (4, 5), "a_02.jpg": (2, 5)}
+    problems = check_submission(path, sample, sizes.__getitem__)
+    assert len(problems) == 1 and "a_02.jpg" in problems[0] and "beyond" in problems[0]
+
+
+def test_validator_refuses_a_repeated_image(tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("img,rle_mask\na_01.jpg,1 1\na_01.jpg,1 1\n")
+    path = tmp_path / "sub.csv"
+    path.write_text("img,rle_mask\na_01.jpg,1 2\na_01.jpg,\n")
+    problems = check_submission(path, sample, (4, 5))
+    assert any(f"{sample}: a_01.jpg is listed more than once" in p for p in problems)
+    assert any(f"{path}: a_01.jpg is listed more than once" in p for p in problems)

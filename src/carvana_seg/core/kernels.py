@@ -11,6 +11,8 @@ is how the GPU path is tested without a GPU.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -65,6 +67,7 @@ def resize_area(x: torch.Tensor, size: tuple[int, int], backend: str | None = No
     return out.reshape(*x.shape[:-2], *size)
 
 
+@functools.lru_cache(maxsize=16)
 def _area_weights(n_out: int, n_in: int, device: torch.device) -> torch.Tensor:
     """(n_out, n_in) matrix of the share of each input pixel in each output pixel (rows sum to 1)."""
     edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)

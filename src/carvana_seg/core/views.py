@@ -43,11 +43,19 @@ def _predict_view(model: torch.nn.Module, images: torch.Tensor, view: str) -> to
     return F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str]) -> torch.Tensor:
-    """Mean foreground probability over the views: (B, H, W) float in [0, 1]."""
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, views: list[str], precision: str = "no") -> torch.Tensor:
+    """Mean foreground probability over the views: (B, H, W) float in [0, 1].
+
+    On a GPU the network runs in the precision it was trained in (`train.precision`), as the
+    training loop's own validation did, so OOF, TTA OOF and test maps come from one model."""
     images = images.contiguous(memory_format=torch.channels_last)
-    total = sum(_predict_view(model, images, view)[:, 0] for view in views)
+    dtype = AUTOCAST.get(precision) if images.device.type == "cuda" else None
+    with torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        total = sum(_predict_view(model, images, view)[:, 0] for view in views)
     return total / len(views)
 
 

@@ -238,4 +238,9 @@ class CarvanaLayout:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         if list(table.columns) != ["img", "rle_mask"]:
             raise DataError(f"{path}: columns {list(table.columns)}, expected ['img', 'rle_mask']")
+        if table.empty:
+            raise DataError(f"{path} lists no photos")
+        repeated = table["img"][table["img"].duplicated()]
+        if len(repeated):
+            raise DataError(f"{path}: {repeated.iloc[0]} is listed more than once ({len(repeated)} repeated rows)")
         return table["img"].str.removesuffix(".jpg").tolist()

@@ -18,12 +18,12 @@ from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.data.sources import build_cache
 
 
-def predict_dataset(model: torch.nn.Module, dataset: SegmentationDataset, views: list[str], batch_size: int, device: torch.device) -> np.ndarray:
+def predict_dataset(model: torch.nn.Module, dataset: SegmentationDataset, views: list[str], batch_size: int, device: torch.device, precision: str = "no") -> np.ndarray:
     """uint8 probability levels for every sample of `dataset`, in its order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     out = []
     for batch in tqdm(loader, desc="predicting", leave=False):
-        out.append(to_levels(predict_probs(model, batch["image"].to(device, non_blocking=True), views)).cpu().numpy())
+        out.append(to_levels(predict_probs(model, batch["image"].to(device, non_blocking=True), views, precision)).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -39,7 +39,7 @@ def oof_with_tta(cfg: Config, fold: int, views: list[str], tta_name: str) -> OOF
     source = build_cache(layout, folds["img"].tolist(), cfg.data.hw, cfg.data.cache_dir)
     val_idx = np.flatnonzero((folds["fold"] == fold).to_numpy())
     device = default_device()
-    probs = predict_dataset(load_fold_model(cfg, fold, device), SegmentationDataset(source, val_idx, train=False), views, cfg.train.batch_size, device)
+    probs = predict_dataset(load_fold_model(cfg, fold, device), SegmentationDataset(source, val_idx, train=False), views, cfg.train.batch_size, device, cfg.train.precision)
     oof = OOF(np.array(source.ids)[val_idx], probs, np.array([source.original_size(int(i)) for i in val_idx]))
     oof.save(cached)
     return oof

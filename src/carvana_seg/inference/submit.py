@@ -45,6 +45,7 @@ from carvana_seg.recipe.chain import apply_recipe
 from carvana_seg.recipe.recipe import Recipe
 
 CHUNK_IMAGES = 256
+CPU_BATCH, GPU_BATCH = 4, 32  # photos per batch by default: a GPU needs many to stay busy
 IN_FLIGHT_BATCHES = 4  # batches whose masks may wait for the encoding threads (bounds memory)
 
 
@@ -87,7 +88,7 @@ def load_members(recipe: Recipe, device: torch.device) -> tuple[list[LoadedMembe
 
 def member_levels(member: LoadedMember, images: torch.Tensor, views: list[str]) -> torch.Tensor:
     """Mean probability over the member's fold models, as uint8 levels at its training size (on the device)."""
-    probs = sum(predict_probs(model, images, views) for model in member.models) / len(member.models)
+    probs = sum(predict_probs(model, images, views, member.cfg.train.precision) for model in member.models) / len(member.models)
     return to_levels(probs)
 
 
@@ -164,10 +165,12 @@ def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], future
 
 def predict_submission(
     recipe_path: str | Path, data_root: str | None = None, out: str | Path | None = None, compress: bool = False,
-    batch_size: int = 4, workers: int = 2, chunk_images: int = CHUNK_IMAGES,
+    batch_size: int = 0, workers: int = 2, chunk_images: int = CHUNK_IMAGES,
 ) -> Path | None:
-    """Write the submission (resuming from finished chunks); returns its path on the main process."""
+    """Write the submission (resuming from finished chunks); returns its path on the main process.
+    `batch_size` 0: 32 photos on a GPU, 4 on the CPU."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
+    batch_size = batch_size or (GPU_BATCH if state.device.type == "cuda" else CPU_BATCH)
     recipe = Recipe.load(recipe_path)
     if data_root:
         recipe = recipe.replace(data_root=data_root)
