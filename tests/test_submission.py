@@ -20,8 +20,8 @@ from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.tune import check_complete, nested_threshold_dice, tune
-from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
 from carvana_seg.recipe import chain
+from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
 from carvana_seg.recipe.recipe import Member, Recipe, RecipeError, Refine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +183,7 @@ def test_recipe_refinement_is_applied_at_prediction(trained, monkeypatch):
         ({"refine": {"radius": 0, "eps": 1e-3}}, "refine: radius"),
         ({"tta": "vflip"}, "tta"),
         ({"colour": "red"}, "colour: unknown key"),
+        ({"name": "../../tmp/escape"}, "name: '../../tmp/escape' is not a plain name"),
     ],
 )
 def test_a_bad_recipe_is_refused_naming_the_field(tmp_path, change, problem):
@@ -330,3 +331,9 @@ def test_validator_refuses_a_repeated_image(tmp_path):
     problems = check_submission(path, sample, (4, 5))
     assert any(f"{sample}: a_01.jpg is listed more than once" in p for p in problems)
     assert any(f"{path}: a_01.jpg is listed more than once" in p for p in problems)
+
+
+def test_tune_refuses_a_recipe_name_that_is_a_path(trained):
+    with pytest.raises(PipelineError, match="--name: '../escape' is not a plain name"):
+        tune(["plain"], trained / "runs", name="../escape", out_dir=trained / "submissions")
+    assert not (trained / "escape.recipe.json").exists()

@@ -41,6 +41,7 @@ from carvana_seg.data.sources import resize_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.check import check_submission
 from carvana_seg.io_utils import atomic_path
+from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.chain import apply_recipe
 from carvana_seg.recipe.recipe import Recipe
 
@@ -180,7 +181,7 @@ def predict_submission(
         raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
     ids = layout.test_ids
     out = Path(out) if out else Path(recipe_path).with_name(recipe.name + (".csv.gz" if compress else ".csv"))
-    parts_dir = out.with_name(out.name + ".parts")
+    parts_dir = out.with_name(check_plain_name(out.name, "--out") + ".parts")  # the parts folder stays beside the file
     chunks = [list(range(start, min(start + chunk_images, len(ids)))) for start in range(0, len(ids), chunk_images)]
     mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]
     sizes = read_sizes(layout, ids, [i for c in mine for i in chunks[c]], state.is_local_main_process)

@@ -34,9 +34,11 @@ from carvana_seg.data.sources import resize_mask
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.predictor import oof_with_tta
 from carvana_seg.io_utils import atomic_path
+from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.chain import blend, finish_mask, probability_levels, thresholded_masks
 from carvana_seg.recipe.postprocess import POSTPROCESS
-from carvana_seg.recipe.recipe import Member as RecipeMember, Recipe, Refine
+from carvana_seg.recipe.recipe import Member as RecipeMember
+from carvana_seg.recipe.recipe import Recipe, Refine
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2
@@ -220,6 +222,8 @@ def choose_refinement(recipe: Recipe, members: list[Member], layout: CarvanaLayo
 
 def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name: str | None = None, out_dir: str | Path = "submissions") -> Recipe:
     """Tune and write `submissions/<name>.recipe.json`; returns the recipe."""
+    if name is not None:
+        check_plain_name(name, "--name")  # before the long work, not after it
     members = [load_member(exp, runs_dir, tta) for exp in exps]
     reference = members[0]
     for member in members[1:]:

@@ -23,6 +23,7 @@ from carvana_seg.core.experiment import experiment_config
 from carvana_seg.core.views import parse_tta
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
+from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.postprocess import POSTPROCESS
 
 FORMAT = 2  # 2: typed recipe (1: the untyped dict before it, without a "format" key)
@@ -130,8 +131,10 @@ class Recipe:
         missing = [k for k in KEYS if k not in raw]
         if missing:
             raise bad(missing[0], "missing")
-        if not isinstance(raw["name"], str) or not raw["name"]:
-            raise bad("name", "must be a non-empty string")
+        try:
+            check_plain_name(raw["name"], "name")  # it names submissions/<name>.csv
+        except PipelineError as err:
+            raise RecipeError(f"{source}: {err}") from None
         members = raw["members"]
         if not isinstance(members, list) or not members:
             raise bad("members", "must be a non-empty list")
