@@ -10,9 +10,14 @@ import pytest
 
 from carvana_seg.config import load_config
 from carvana_seg.reporting.leaderboard import (
+    RANKED_BY,
+    UNSTABLE_FOLD_GAP,
     build_leaderboard,
     describe_model,
+    out_of_fold_scores,
     paired_bootstrap,
+    unstable_folds,
+    verdict,
 )
 
 
@@ -37,6 +42,36 @@ def test_bootstrap_resamples_whole_groups():
     assert low_images > -1.0  # per-image resampling rarely draws four -1s: a narrower interval
 
 
+def test_in_sample_tuning_flips_the_verdict_out_of_fold_thresholds_do_not():
+    # Two folds of four cars (two photos each), three threshold levels. The baseline is
+    # calibrated: 0.93 at every level. The fragile model's best level moves: fold 0 peaks at
+    # level 0, fold 1 at level 2 (0.99), each 0.88 at the other end. Tuned on all OOF, level 1
+    # (0.96 everywhere) wins and the model is "better" than 0.93; each fold at the level the
+    # other fold prefers scores 0.88: worse.
+    folds = np.repeat([0, 1], 8)
+    cars = np.repeat([f"car{c}" for c in range(8)], 2)
+    stable = np.full((16, 3), 0.93)
+    fragile = np.where(folds[:, None] == 0, [0.99, 0.96, 0.88], [0.88, 0.96, 0.99])
+    in_sample = {name: per_level[:, per_level.mean(axis=0).argmax()] for name, per_level in (("stable", stable), ("fragile", fragile))}
+    assert verdict(in_sample["fragile"], in_sample["stable"], cars).endswith("better")
+    honest = {name: out_of_fold_scores(per_level, folds, cars) for name, per_level in (("stable", stable), ("fragile", fragile))}
+    assert verdict(honest["fragile"]["per_image"], honest["stable"]["per_image"], cars) == "-0.0500 [-0.0500, -0.0500] worse"
+    assert honest["fragile"]["mean"] == pytest.approx(0.88) and honest["stable"]["mean"] == pytest.approx(0.93)
+    np.testing.assert_allclose(honest["fragile"]["fold_means"], [0.88, 0.88])
+
+
+def test_unstable_folds_are_named_with_the_reason():
+    gap = UNSTABLE_FOLD_GAP
+    folds = [
+        {"fold": 0, "dice": 0.95, "dice_train_res": 0.95, "best_dice_train_res": 0.95, "kept_epoch": 8, "best_epoch": 8},
+        {"fold": 1, "dice": 0.95 - 10 * gap, "dice_train_res": 0.90, "best_dice_train_res": 0.90 + 2 * gap, "kept_epoch": 8, "best_epoch": 2},
+        {"fold": 2, "dice": 0.95 - gap / 2, "dice_train_res": 0.94, "best_dice_train_res": 0.94 + gap / 2, "kept_epoch": 8, "best_epoch": 5},
+    ]
+    notes = unstable_folds(folds)
+    assert [n.split()[:2] for n in notes] == [["fold", "1"], ["fold", "1"]]  # fold 2 is within the gap on both counts
+    assert "at 0.5 (median 0.945)" in notes[0] and "kept epoch 8" in notes[1] and "best epoch 2" in notes[1]
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -52,13 +87,14 @@ def test_model_column_names_what_sets_models_apart(overrides, expected):
 
 def test_leaderboard_on_two_tiny_experiments(trained, tmp_path):
     table = build_leaderboard(trained / "runs", tta="hflip", out_dir=tmp_path)
-    assert list(table["experiment"]) == sorted(table["experiment"], key=lambda e: -table.set_index("experiment").loc[e, "cv_dice_tuned"])
+    assert list(table["experiment"]) == sorted(table["experiment"], key=lambda e: -table.set_index("experiment").loc[e, RANKED_BY])
     assert set(table["experiment"]) == {"plain", "se"}
     rows = table.set_index("experiment")
     assert rows.loc["plain", "vs_baseline"] == "baseline"
     assert rows.loc["se", "vs_baseline"].endswith(("better", "worse", "no significant difference"))
     assert rows.loc["plain", "model"] == "U-Net plain b8 d3" and rows.loc["se", "params_M"] > rows.loc["plain", "params_M"]
-    assert (rows["cv_dice_tuned"] >= rows["cv_dice_0.5"] - 1e-12).all()
+    assert ((rows["ci_low"] <= rows[RANKED_BY]) & (rows[RANKED_BY] <= rows["ci_high"])).all()
+    assert (rows["fold_min"] <= rows[RANKED_BY]).all() and (rows["fold_std"] >= 0).all()
     for name in ("leaderboard.md", "leaderboard.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert pd.read_csv(tmp_path / "leaderboard.csv").shape[0] == 2

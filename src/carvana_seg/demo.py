@@ -20,7 +20,7 @@ from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.inference.submit import predict_submission
 from carvana_seg.inference.tune import tune
 from carvana_seg.io_utils import writable
-from carvana_seg.reporting.leaderboard import build_leaderboard
+from carvana_seg.reporting.leaderboard import RANKED_BY, build_leaderboard
 from carvana_seg.training.cv import train_experiments
 
 DEMO_CONFIGS = sorted(p for p in Path("configs/demo").glob("*.yaml") if not p.name.startswith("_"))
@@ -81,10 +81,10 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
 
     banner(f"4/6 tuning the {TTA}-TTA ensemble on out-of-fold predictions")
     recipe = tune([c.exp.name for c in cfgs], runs_dir, tta=TTA, name=ensemble)
-    for exp, cv in recipe["cv"]["members"].items():
+    for exp, cv in recipe.cv["members"].items():
         print(f"  {exp:16s} CV {cv['dice_at_threshold']:.5f} (threshold {cv['threshold']:.3f})")
-    blend = recipe["cv"]["blend"]
-    print(f"  {'ensemble':16s} CV {blend['dice_final']:.5f} (threshold {blend['threshold']:.3f}, post-processing {recipe['postprocess'] or 'none'})")
+    blend = recipe.cv["blend"]
+    print(f"  {'ensemble':16s} CV {blend['dice_final']:.5f} (threshold {blend['threshold']:.3f}, post-processing {' + '.join(recipe.postprocess) or 'none'})")
 
     banner("5/6 predicting the test set")
     has_test = (root / "test").is_dir() and (root / "sample_submission.csv").is_file()
@@ -96,7 +96,7 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
     banner("6/6 leaderboard")
     board_dir = "." if data is None else runs_dir
     table = build_leaderboard(runs_dir, tta=TTA, out_dir=board_dir)
-    print(table[["experiment", "model", "cv_dice_tuned", f"cv_dice_{TTA}", "vs_baseline"]].to_string(index=False))
+    print(table[["experiment", "model", RANKED_BY, "fold_std", f"cv_dice_{TTA}", "unstable", "vs_baseline"]].to_string(index=False))
 
     minutes = (time.perf_counter() - start) / 60
     banner(f"done in {minutes:.1f} min")
