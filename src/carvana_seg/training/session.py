@@ -58,12 +58,12 @@ def begin_fold(accelerator: Accelerator, cfg: Config, fold: int, fold_dir: Path,
 
 
 def end_fold(accelerator: Accelerator) -> None:
-    """Close the fold's trackers and release its model, optimizer and loaders; the process group stays."""
+    """Close the fold's trackers and release its model, optimizer and loaders; the process group
+    stays. No barrier here: after an error the other processes may never arrive."""
     for tracker in accelerator.trackers:
         tracker.finish()
     accelerator.trackers = []
     accelerator.free_memory()
-    accelerator.wait_for_everyone()
 
 
 def end_process() -> None:

@@ -1,9 +1,11 @@
 """Train one fold with Hugging Face Accelerate and write its out-of-fold predictions.
 
 The same code runs on one CPU process, on a GPU with AMP, or under DDP
-(`accelerate launch`, `torchrun`). Read `train_fold` top to bottom: build, then per epoch
-train, validate on the fold's held-out cars (every `train.val_every` epochs), keep the last
-or the best epoch's weights and OOF predictions, save a resumable state.
+(`accelerate launch`, `torchrun`). `train_fold` checks the inputs before it writes anything,
+borrows the process's Accelerator (session.py) and records the run (run.json); read `_fit` top
+to bottom: build, then per epoch train, validate on the fold's held-out cars (every
+`train.val_every` epochs), keep the last or the best epoch's weights and OOF predictions,
+save a resumable state (resume.py).
 
 `train.keep=last` is the default because choosing the epoch by its score on the very images
 that form the OOF set makes the CV optimistic, and on a fold with one odd car it picks an
