@@ -1,6 +1,6 @@
 """Write grouped, area-stratified folds for a dataset: `folds.csv` (img, car, fold).
 
-    python scripts/make_folds.py --config configs/demo.yaml [data.root=DIR data.folds=5] [--force]
+    python scripts/make_folds.py --config configs/demo/unet_plain.yaml [data.root=DIR data.folds=5] [--force]
 """
 
 import sys

@@ -1,0 +1,90 @@
+"""The README's quick start, run as typed on a tiny dataset, and every example in the
+scripts' `--help` checked against the script and the configs it names (issue 17, item 1).
+
+The quick start's commands are read from README.md, not copied here, so the README cannot
+drift from what works. Tiny sizes are appended to each command (argparse and the key=value
+overrides both keep the last value given), so the test runs the same commands in seconds.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SETUP = ["make install", "source .venv/bin/activate"]  # what the test's own interpreter stands for
+TINY_DATA = ["--cars", "4", "--test-cars", "1", "--size", "192x128"]
+TINY_TRAINING = ["data.size=32x48", "data.folds=2", "train.epochs=1", "model.base_channels=4", "train.batch_size=8"]
+CONFIG = re.compile(r"configs/[\w./\[\]!*-]+\.yaml")
+
+
+def quick_start_commands(readme: str) -> list[str]:
+    """The commands of the first ```bash block under '## Quick start' (comments dropped, `\\` lines joined)."""
+    section = readme.split("## Quick start", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def tiny(command: str) -> list[str]:
+    words = shlex.split(command)
+    assert words[0] == "python", f"quick start command does not start with python: {command}"
+    extra = TINY_DATA if words[1] == "scripts/make_synthetic.py" else TINY_TRAINING if "--config" in words else []
+    return [sys.executable, *words[1:], *extra]
+
+
+@pytest.mark.slow
+def test_readme_quick_start_runs_as_typed(tmp_path):
+    commands = quick_start_commands((REPO / "README.md").read_text())
+    assert commands[: len(SETUP)] == SETUP
+    for name in ("scripts", "configs"):
+        (tmp_path / name).symlink_to(REPO / name)
+    for command in commands[len(SETUP) :]:
+        done = subprocess.run(tiny(command), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "submissions" / "my_first.csv").is_file() and (tmp_path / "leaderboard.md").is_file()
+    assert (tmp_path / "runs" / "my_unet" / "config.yaml").is_file()
+
+
+def help_examples(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if re.match(r"\s*(python|accelerate launch)\b.*scripts/", line)]
+
+
+def script_help(script: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    return script, subprocess.run([sys.executable, str(script), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_every_help_example_names_real_flags_and_configs():
+    scripts = sorted((REPO / "scripts").glob("*.py"))
+    with ThreadPoolExecutor(2) as pool:
+        helps = list(pool.map(script_help, scripts))
+    checked = 0
+    for script, done in helps:
+        assert done.returncode == 0, f"{script.name} --help: {done.stderr[-1000:]}"
+        for example in help_examples(done.stdout):
+            words = shlex.split(example.split("  (")[0].replace("...", ""))
+            shown = [w for w in words if w.endswith(".py") and w.startswith("scripts/")]
+            if shown != [f"scripts/{script.name}"]:
+                continue  # an example of another command, checked with that script
+            options = done.stdout.split("options:", 1)[-1]
+            for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", " ".join(words[words.index(shown[0]) + 1 :])):
+                assert re.search(rf"{flag}\b", options), f"{script.name} --help shows {flag}, which it does not take: {example}"
+            for config in CONFIG.findall(example):
+                assert glob.glob(str(REPO / config)), f"{script.name} --help names {config}, which does not exist"
+            checked += 1
+    assert checked >= len(scripts)  # every script shows at least one example
+
+
+def test_every_config_the_readme_names_exists():
+    named = set(CONFIG.findall((REPO / "README.md").read_text()))
+    assert named, "the README names no config"
+    missing = sorted(c for c in named if not glob.glob(str(REPO / c)))
+    assert not missing, f"README.md names configs that do not exist: {missing}"
