@@ -19,12 +19,12 @@ from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.inference.submit import predict_submission
 from carvana_seg.inference.tune import tune
-from carvana_seg.io_utils import writable
 from carvana_seg.reporting.leaderboard import RANKED_BY, build_leaderboard
 from carvana_seg.training.cv import train_experiments
 
 DEMO_CONFIGS = sorted(p for p in Path("configs/demo").glob("*.yaml") if not p.name.startswith("_"))
-SYNTHETIC_ROOT = Path("input/synthetic")
+INPUT = Path("input")  # where generated files go: data, folds of outside data, staged test sets, caches
+SYNTHETIC_ROOT = INPUT / "synthetic"
 SYNTHETIC_ARGS = ["--cars", "8", "--test-cars", "2", "--size", "1918x1280", "--seed", "0"]
 ENSEMBLE_NAME = "demo_ensemble"
 TTA = "hflip"
@@ -40,12 +40,20 @@ def synthetic_data() -> Path:
     return SYNTHETIC_ROOT
 
 
+def generated_files_overrides(root: Path) -> list[str]:
+    """Where the demo's generated files for `root` go: a folder outside input/ is the user's
+    own data, so its folds file goes to input/folds/<name>.csv instead of <root>/folds.csv
+    (a `data.folds_file=` override, applied after these, still wins)."""
+    inside_input = root.resolve().is_relative_to(INPUT.resolve())
+    return [] if inside_input else [f"data.folds_file={INPUT / 'folds' / root.resolve().name}.csv"]
+
+
 def staged_test_set(root: Path) -> Path:
     """A folder whose test set is the train images, for data without test/ (folds as test).
 
     The predictions are in-sample, so the file only proves the chain runs on that data.
     """
-    stage = Path("input") / f"{root.resolve().name}_train_as_test"
+    stage = INPUT / f"{root.resolve().name}_train_as_test"
     (stage / "test").mkdir(parents=True, exist_ok=True)
     ids = CarvanaLayout(root).train_ids
     for image_id in ids:
@@ -67,9 +75,7 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
     # Other data gets its own results namespace, so its experiments never mix with the default's.
     name = root.resolve().name
     runs_dir, oof_dir, ensemble = ("runs", "oof", ENSEMBLE_NAME) if data is None else (f"runs/{name}", f"oof/{name}", f"{ENSEMBLE_NAME}_{name}")
-    data_overrides = [f"data.root={root}", f"exp.runs_dir={runs_dir}", f"exp.oof_dir={oof_dir}"]
-    if not writable(root):
-        data_overrides.append(f"data.folds_file=input/folds/{name}.csv")
+    data_overrides = [f"data.root={root}", f"exp.runs_dir={runs_dir}", f"exp.oof_dir={oof_dir}", *generated_files_overrides(root)]
     cfgs: list[Config] = [load_config(path, [*data_overrides, *overrides]) for path in configs]
     first = cfgs[0].data
     written = write_folds(make_folds(layout, first.folds, first.fold_seed), first.folds_path)
