@@ -1,6 +1,7 @@
 """Predict the test set with a tuned recipe and write a validated submission CSV.
 
     python scripts/predict.py --recipe submissions/NAME.recipe.json [data.root=DIR] [--gzip]
+    python scripts/predict.py --bundle bundles/NAME/ data.root=DIR [--backend onnxruntime]   (scripts/export.py)
     accelerate launch --num_processes 2 scripts/predict.py --recipe ...   (shards the test set)
 
 Interrupted, the same command resumes; the CSV appears only when complete and valid.
@@ -9,13 +10,17 @@ Interrupted, the same command resumes; the CSV appears only when complete and va
 import argparse
 
 from carvana_seg.cli import run
-from carvana_seg.inference.submit import CHUNK_IMAGES, predict_submission
+from carvana_seg.inference.bundle import load_bundle
+from carvana_seg.inference.submit import BACKENDS, CHUNK_IMAGES, predict_submission
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", required=True)
-    parser.add_argument("--out", default=None, help="default: submissions/<name>.csv")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--recipe", help="submissions/<name>.recipe.json")
+    source.add_argument("--bundle", help="a folder written by scripts/export.py (checked against its manifest)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="onnxruntime: the bundle's ONNX models (export --onnx)")
+    parser.add_argument("--out", default=None, help="default: submissions/<name>.csv beside the recipe; <name>.csv here for a bundle")
     parser.add_argument("--gzip", action="store_true", help="write <name>.csv.gz")
     parser.add_argument("--batch-size", type=int, default=0, help="photos per batch (default: 32 on a GPU, 4 on the CPU)")
     parser.add_argument("--workers", type=int, default=2, help="decoding and encoding workers")
@@ -28,7 +33,8 @@ def main() -> None:
         if key != "data.root" or not value:
             parser.exit(2, f"config error: predict takes only data.root=DIR, got {item!r}\n")
         data_root = value
-    out = predict_submission(args.recipe, data_root, args.out, args.gzip, args.batch_size, args.workers, args.chunk_images)
+    recipe = load_bundle(args.bundle) if args.bundle else args.recipe
+    out = predict_submission(recipe, data_root, args.out, args.gzip, args.batch_size, args.workers, args.chunk_images, args.backend)
     if out is not None:
         print(f"submission written and validated: {out}")
 

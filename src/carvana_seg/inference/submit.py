@@ -40,6 +40,7 @@ from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
 from carvana_seg.data.sources import resize_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.check import check_submission
+from carvana_seg.inference.onnx_backend import load_onnx_fold, onnx_path
 from carvana_seg.io_utils import atomic_path
 from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.chain import apply_recipe
@@ -54,6 +55,7 @@ IN_FLIGHT_BATCHES = 4  # batches whose masks may wait for the encoding threads (
 class LoadedMember:
     cfg: Config
     models: list[torch.nn.Module]
+    files: list[Path]  # the file each fold model came from (safetensors, or ONNX under onnxruntime)
 
 
 class TestPhotos(Dataset):
@@ -77,13 +79,27 @@ class TestPhotos(Dataset):
         return item
 
 
-def load_members(recipe: Recipe, device: torch.device) -> tuple[list[LoadedMember], Recipe]:
-    """Every fold model of every member with a weight; the recipe without the weightless ones."""
+BACKENDS = ("torch", "onnxruntime")  # what runs the fold networks; the chain around them is the same
+
+
+def load_members(recipe: Recipe, device: torch.device, backend: str = "torch") -> tuple[list[LoadedMember], Recipe]:
+    """Every fold model of every member with a weight; the recipe without the weightless ones.
+    The weights are read where the recipe found the run (a bundle's copy, say), not where the
+    run's config says it was trained."""
+    if backend not in BACKENDS:
+        raise PipelineError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
     kept = [m for m in recipe.members if m.weight > 0]
     loaded = []
     for member in kept:
         cfg = experiment_config(member.exp, member.runs_dir)
-        loaded.append(LoadedMember(cfg, [load_fold_model(cfg, fold, device) for fold in range(member.folds)]))
+        cfg.exp.runs_dir = member.runs_dir
+        if backend == "onnxruntime":
+            files = [onnx_path(cfg, fold) for fold in range(member.folds)]
+            models = [load_onnx_fold(path, device) for path in files]
+        else:
+            files = [fold_weights(cfg, fold) for fold in range(member.folds)]
+            models = [load_fold_model(cfg, fold, device) for fold in range(member.folds)]
+        loaded.append(LoadedMember(cfg, models, files))
     return loaded, recipe.replace(members=tuple(kept))
 
 
@@ -98,9 +114,9 @@ def parts_stamp(recipe: Recipe, members: list[LoadedMember], ids: list[str], chu
     their order, the chunking and batching, and the weights' files (retrained models, other masks)."""
     weights = []
     for member in members:
-        for fold in range(len(member.models)):
-            stat = fold_weights(member.cfg, fold).stat()
-            weights.append([str(fold_weights(member.cfg, fold)), stat.st_size, stat.st_mtime_ns])
+        for path in member.files:
+            stat = path.stat()
+            weights.append([str(path), stat.st_size, stat.st_mtime_ns])
     return json.dumps({
         "recipe": {k: v for k, v in recipe.to_json().items() if k != "cv"},
         "photos": hashlib.sha1("\n".join(ids).encode()).hexdigest(),
@@ -165,22 +181,25 @@ def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], future
 
 
 def predict_submission(
-    recipe_path: str | Path, data_root: str | None = None, out: str | Path | None = None, compress: bool = False,
-    batch_size: int = 0, workers: int = 2, chunk_images: int = CHUNK_IMAGES,
+    recipe_path: str | Path | Recipe, data_root: str | None = None, out: str | Path | None = None, compress: bool = False,
+    batch_size: int = 0, workers: int = 2, chunk_images: int = CHUNK_IMAGES, backend: str = "torch",
 ) -> Path | None:
     """Write the submission (resuming from finished chunks); returns its path on the main process.
-    `batch_size` 0: 32 photos on a GPU, 4 on the CPU."""
+    `recipe_path`: a recipe file, or a loaded Recipe (a bundle's: `inference/bundle.py`), whose
+    submission goes by default to <name>.csv in the current folder. `batch_size` 0: 32 photos
+    on a GPU, 4 on the CPU. `backend` onnxruntime: the fold networks are the bundle's ONNX files."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     batch_size = batch_size or (GPU_BATCH if state.device.type == "cuda" else CPU_BATCH)
-    recipe = Recipe.load(recipe_path)
+    recipe = recipe_path if isinstance(recipe_path, Recipe) else Recipe.load(recipe_path)
+    out_dir = Path(".") if isinstance(recipe_path, Recipe) else Path(recipe_path).parent
     if data_root:
         recipe = recipe.replace(data_root=data_root)
-    members, recipe = load_members(recipe, state.device)
+    members, recipe = load_members(recipe, state.device, backend)
     layout = CarvanaLayout(recipe.data_root)
     if not (layout.root / "test").is_dir():
         raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
     ids = layout.test_ids
-    out = Path(out) if out else Path(recipe_path).with_name(recipe.name + (".csv.gz" if compress else ".csv"))
+    out = Path(out) if out else out_dir / (recipe.name + (".csv.gz" if compress else ".csv"))
     parts_dir = out.with_name(check_plain_name(out.name, "--out") + ".parts")  # the parts folder stays beside the file
     chunks = [list(range(start, min(start + chunk_images, len(ids)))) for start in range(0, len(ids), chunk_images)]
     mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]

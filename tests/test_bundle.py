@@ -1,0 +1,150 @@
+"""The offline bundle: a copied bundle alone predicts the recipe's submission byte for byte,
+a bundle that does not match its manifest is refused naming the file, and the ONNX backend
+reaches the torch backend's masks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from carvana_seg.core.metrics import dice_per_image
+from carvana_seg.inference import onnx_backend
+from carvana_seg.inference.bundle import BundleError, export_bundle, load_bundle, verify_bundle
+from carvana_seg.inference.submit import predict_submission
+from carvana_seg.recipe.recipe import Member, Recipe, Refine
+from carvana_seg.rle import rle_decode
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def blend_recipe(runs: Path, data: Path, name: str, tta: str = "hflip") -> Recipe:
+    """Both tiny experiments blended, refined and post-processed, plus a weightless one export leaves out."""
+    members = (Member("plain", str(runs), 0.6, 2), Member("se", str(runs), 0.4, 2), Member("se", str(runs), 0.0, 2))
+    return Recipe(name, members, str(data), tta, 120, Refine(4, 1e-3), ("largest_component",))
+
+
+@pytest.fixture(scope="module")
+def bundle(trained, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("bundle")
+    blend_recipe(trained / "runs", trained / "data", "blend").save(work / "blend.recipe.json")
+    export_bundle(work / "blend.recipe.json", work / "bundles" / "blend")
+    return work / "bundles" / "blend"
+
+
+def test_a_copied_bundle_predicts_the_recipes_submission_byte_for_byte(trained, tmp_path):
+    runs = tmp_path / "work" / "runs"  # a run folder that disappears after export
+    shutil.copytree(trained / "runs", runs)
+    recipe_path = tmp_path / "work" / "submissions" / "blend.recipe.json"
+    blend_recipe(runs, trained / "data", "blend").save(recipe_path)
+    reference = predict_submission(recipe_path, out=tmp_path / "reference.csv", workers=0, chunk_images=2).read_bytes()
+    manifest = export_bundle(recipe_path, tmp_path / "work" / "bundles" / "blend")
+    assert [(m["exp"], m["folds"], m["size"]) for m in manifest["members"]] == [("plain", 2, "64x96"), ("se", 2, "64x96")]
+    assert manifest["written_by"]["version"] and not list((tmp_path / "work" / "bundles").glob(".*"))  # no temp folder left
+    shutil.copytree(tmp_path / "work" / "bundles" / "blend", tmp_path / "kaggle" / "input" / "blend")
+    shutil.rmtree(tmp_path / "work")
+    working = tmp_path / "kaggle" / "working"
+    working.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "predict.py"), "--bundle", "../input/blend", f"data.root={trained / 'data'}", "--workers", "0", "--chunk-images", "2"],
+        cwd=working, env=ENV, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (working / "blend.csv").read_bytes() == reference
+    assert sorted(p.name for p in working.iterdir()) == ["blend.csv"]
+
+
+def tamper(root: Path, how: str) -> Path:
+    weights = root / "runs" / "plain" / "fold1" / "model.safetensors"
+    if how == "changed weights":
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+    elif how == "missing weights":
+        weights.unlink()
+    elif how == "extra weights":
+        shutil.copytree(weights.parent, root / "runs" / "plain" / "fold2")
+    elif how == "changed recipe":
+        recipe = root / "recipe.json"
+        recipe.write_text(recipe.read_text().replace('"threshold_level": 120', '"threshold_level": 121'))
+    return root
+
+
+@pytest.mark.parametrize(
+    "how, named, problem",
+    [
+        ("changed weights", "runs/plain/fold1/model.safetensors", "does not match"),
+        ("missing weights", "runs/plain/fold1/model.safetensors", "missing"),
+        ("extra weights", "runs/plain/fold2/model.safetensors", "not in"),
+        ("changed recipe", "recipe.json", "does not match"),
+    ],
+)
+def test_a_tampered_bundle_is_refused_naming_the_file(bundle, tmp_path, how, named, problem):
+    copy = tamper(Path(shutil.copytree(bundle, tmp_path / "blend")), how)
+    with pytest.raises(BundleError) as err:
+        load_bundle(copy)
+    message = str(err.value)
+    assert message.startswith(f"{copy / named}: {problem}") and "\n" not in message, message
+
+
+def test_a_tampered_bundle_is_one_line_from_predict(bundle, trained, tmp_path):
+    copy = tamper(Path(shutil.copytree(bundle, tmp_path / "blend")), "changed weights")
+    done = subprocess.run(
+        [sys.executable, "scripts/predict.py", "--bundle", str(copy), f"data.root={trained / 'data'}", "--out", str(tmp_path / "s.csv")],
+        cwd=REPO, env=ENV, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: {copy / 'runs/plain/fold1/model.safetensors'}: does not match {copy / 'manifest.json'} (changed since export)"
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_export_refuses_a_path_as_bundle_name_and_a_folder_that_is_not_a_bundle(bundle, tmp_path):
+    recipe = tmp_path / "blend.recipe.json"
+    shutil.copy(bundle.parent.parent / "blend.recipe.json", recipe)
+    with pytest.raises(BundleError, match=r"not a bundle \(no manifest.json\)"):
+        verify_bundle(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(BundleError, match=r"notes exists and is not a bundle"):
+        export_bundle(recipe, tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    with pytest.raises(Exception, match="is not a plain name"):
+        export_bundle(recipe, tmp_path / "bad name")
+
+
+def test_onnx_bundle_matches_torch_and_the_onnxruntime_backend_reaches_the_same_masks(trained, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="ONNX export needs onnx and onnxruntime (pinned in requirements.txt)")
+    recipe_path = tmp_path / "onnx.recipe.json"
+    blend_recipe(trained / "runs", trained / "data", "onnx", tta="hflip,scale0.75").save(recipe_path)  # 0.75: the net also sees 48x72
+    manifest = export_bundle(recipe_path, tmp_path / "bundles" / "onnx", onnx=True)
+    diffs = [d for m in manifest["members"] for d in m["onnx_max_abs_diff"]]
+    assert len(diffs) == 4 and max(diffs) < onnx_backend.ONNX_TOLERANCE, diffs
+    assert sum(name.endswith("model.onnx") for name in manifest["files"]) == 4
+    recipe = load_bundle(tmp_path / "bundles" / "onnx")
+    csvs = {
+        backend: predict_submission(recipe, out=tmp_path / f"{backend}.csv", workers=0, backend=backend).read_text().splitlines()[1:]
+        for backend in ("torch", "onnxruntime")
+    }
+    assert len(csvs["torch"]) == 4
+    for torch_row, onnx_row in zip(csvs["torch"], csvs["onnxruntime"]):
+        masks = [rle_decode(row.split(",")[1], (48, 72)) for row in (torch_row, onnx_row)]
+        assert masks[0].sum() > 0
+        assert dice_per_image(masks[1][None], masks[0][None])[0] >= 0.9999, torch_row.split(",")[0]
+
+    monkeypatch.setattr(onnx_backend, "ONNX_TOLERANCE", -1.0)  # the check can fail: then export names the file
+    with pytest.raises(Exception, match=r"fold0/model.onnx: onnxruntime's probabilities differ from torch's"):
+        export_bundle(recipe_path, tmp_path / "bundles" / "strict", onnx=True)
+    assert not (tmp_path / "bundles" / "strict").exists()
+
+
+def test_the_onnxruntime_backend_without_onnx_files_says_how_to_make_them(bundle):
+    pytest.importorskip("onnxruntime", reason="ONNX export needs onnx and onnxruntime (pinned in requirements.txt)")
+    with pytest.raises(Exception, match=r"plain fold 0: no ONNX model at .*fold0/model.onnx: export the bundle with scripts/export.py --onnx"):
+        predict_submission(load_bundle(bundle), out=bundle.parent / "x.csv", workers=0, backend="onnxruntime")
+    json.loads((bundle / "manifest.json").read_text())  # untouched
