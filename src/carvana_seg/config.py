@@ -153,6 +153,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.0  # EMA decay of weights; 0 disables
     keep: str = "last"  # weights and OOF from the last epoch, or the best validated one
+    keep_state: bool = False  # keep a finished fold's resume state (runs/<exp>/fold<k>/state/, 2-3x its weights)
     val_every: int = 1  # validate every N epochs (and always after the last)
     early_stop: int = 0  # epochs without improvement before stopping (needs keep=best); 0 disables
     seed: int = 42

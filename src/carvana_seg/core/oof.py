@@ -83,7 +83,7 @@ def original_size_batches(
     device = device or torch.device("cpu")
     batches = list(same_size_batches(oof.original_sizes, range(len(oof.ids)), batch_size))
     loader = DataLoader(_TruthAndGuides(oof, layout, with_guides), batch_sampler=batches, num_workers=workers)
-    with tqdm(total=len(oof.ids), desc=desc, leave=False) as bar:
+    with tqdm(total=len(oof.ids), desc=desc, leave=False, disable=None) as bar:  # None: no bar outside a terminal
         for batch in loader:
             indices = batch["i"].numpy()
             size = tuple(int(v) for v in oof.original_sizes[indices[0]])

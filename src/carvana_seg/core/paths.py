@@ -2,7 +2,7 @@
 
     runs/<exp>/config.yaml                  the resolved config that made everything below
     runs/<exp>/fold<k>/model.safetensors    kept weights (+ config; last or best epoch, train.keep), metrics.csv, learning_curve.png
-    runs/<exp>/fold<k>/state/               accelerate state for --resume (latest.json points at it)
+    runs/<exp>/fold<k>/state/               accelerate state for --resume (latest.json points at it); gone once the fold finishes (train.keep_state)
     oof/<exp>/fold<k>.npz, fold<k>.json     the fold's validation probabilities and scores
 """
 
@@ -43,11 +43,13 @@ class ExperimentPaths:
         """Save the resolved config, or check it matches the one already saved there.
 
         Folds of one experiment must come from one config, or its CV score means nothing.
-        `data.num_workers` and `data.use_cache` change speed only, so they may differ.
+        `data.num_workers` and `data.use_cache` change speed only, and `train.keep_state` what is
+        kept on disk, so they may differ.
         """
         if self.config.is_file():
             saved = read_saved_config(self.config)
             saved.data.num_workers, saved.data.use_cache = cfg.data.num_workers, cfg.data.use_cache
+            saved.train.keep_state = cfg.train.keep_state
             if saved != cfg:
                 current, before = cfg.to_dict(), saved.to_dict()
                 changed = [

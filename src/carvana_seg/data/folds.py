@@ -42,7 +42,7 @@ def make_folds(layout: CarvanaLayout, n_folds: int, seed: int) -> pd.DataFrame:
     n_cars = len(set(cars))
     if n_folds < 2 or n_folds > n_cars:
         raise FoldsError(f"{n_folds} folds need 2 <= folds <= number of cars ({n_cars}) in {layout.root}")
-    areas = pd.Series([layout.mask_area(i) for i in tqdm(ids, desc="mask areas", leave=False)], index=ids)
+    areas = pd.Series([layout.mask_area(i) for i in tqdm(ids, desc="mask areas", leave=False, disable=None)], index=ids)
     car_area = areas.groupby(cars).mean()
 
     # As many area strata as keep at least n_folds cars in each (1 stratum = plain grouping).

@@ -207,7 +207,7 @@ def _fill(decoded: DecodedSource, tmp: Path, workers: int) -> None:
         sizes[index] = decoded.original_size(index)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for _ in tqdm(pool.map(fill, range(n)), total=n, desc=f"caching {split} at {h}x{w}", leave=False):
+        for _ in tqdm(pool.map(fill, range(n)), total=n, desc=f"caching {split} at {h}x{w}", leave=False, disable=None):
             pass
     images.flush()
     if masks is not None:

@@ -850,7 +850,7 @@ def _write_dataset(out: Path, cars: int, test_cars: int, size: tuple[int, int], 
     for folder in ("train", "train_masks", "test"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     rle_rows = []
-    with tqdm(total=len(ids) * ANGLES, desc=f"synthetic {size[0]}x{size[1]}", unit="img") as bar:
+    with tqdm(total=len(ids) * ANGLES, desc=f"synthetic {size[0]}x{size[1]}", unit="img", disable=None) as bar:
         for car in train:
             rle_rows += _write_car(out, car, "train", size, seed, bar)
         for car in test:

@@ -22,7 +22,7 @@ def predict_dataset(model: torch.nn.Module, dataset: SegmentationDataset, views:
     """uint8 probability levels for every sample of `dataset`, in its order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     out = []
-    for batch in tqdm(loader, desc="predicting", leave=False):
+    for batch in tqdm(loader, desc="predicting", leave=False, disable=None):
         out.append(to_levels(predict_probs(model, batch["image"].to(device, non_blocking=True), views, precision)).cpu().numpy())
     return np.concatenate(out)
 

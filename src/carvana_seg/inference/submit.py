@@ -141,7 +141,7 @@ def claim_parts_dir(parts_dir: Path, stamp: str) -> None:
 def read_sizes(layout: CarvanaLayout, ids: list[str], indices: list[int], show: bool) -> dict[int, tuple[int, int]]:
     """Header sizes of the photos this process predicts: a missing or unreadable photo is named now."""
     sizes = {}
-    for i in tqdm(indices, desc="reading test photo headers", disable=not show, leave=False):
+    for i in tqdm(indices, desc="reading test photo headers", disable=None if show else True, leave=False):
         path = layout.image_path(ids[i], "test")
         if not path.is_file():
             raise PipelineError(f"{path} is missing: sample_submission.csv lists {ids[i]}.jpg")
@@ -159,7 +159,7 @@ def predict_chunks(
     views = recipe.views
     lines: dict[int, dict[int, Future]] = {c: {} for c in todo}
     in_flight: deque[Future] = deque()
-    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=not show) as bar:
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=None if show else True) as bar:  # None: no bar outside a terminal
         for (c, indices), batch in zip(plan, loader):
             maps = [member_levels(m, batch["views"][k].to(device, non_blocking=True), views) for k, m in enumerate(members)]
             guide = batch["guide"].to(device, non_blocking=True) if "guide" in batch else None

@@ -167,7 +167,7 @@ def search_weights(members: list[Member], layout: CarvanaLayout, device: torch.d
     if len(members) == 1:
         return [1.0]
     size = members[0].oof.probs.shape[1:]
-    masks = torch.from_numpy(np.stack([resize_mask(layout.read_mask(str(i)), size) for i in tqdm(members[0].oof.ids, desc="masks", leave=False)])).to(device)
+    masks = torch.from_numpy(np.stack([resize_mask(layout.read_mask(str(i)), size) for i in tqdm(members[0].oof.ids, desc="masks", leave=False, disable=None)])).to(device)
     maps = member_maps(members, np.arange(len(masks)), device)
 
     def score(weights: list[float]) -> float:

@@ -32,6 +32,7 @@ from carvana_seg.errors import PipelineError  # noqa: E402
 from carvana_seg.inference.tune import load_member, member_histograms, nested_threshold_dice, threshold_scores  # noqa: E402
 from carvana_seg.io_utils import atomic_path, atomic_write_text  # noqa: E402
 from carvana_seg.models import build_model  # noqa: E402
+from carvana_seg.models.describe import describe_model  # noqa: E402  (the model column; re-exported)
 from carvana_seg.models.stats import forward_flops  # noqa: E402
 from carvana_seg.recipe.recipe import Recipe, RecipeError  # noqa: E402
 from carvana_seg.reporting.worst import plot_worst  # noqa: E402
@@ -63,16 +64,6 @@ def paired_bootstrap(diffs: np.ndarray, groups: np.ndarray | None = None, sample
         means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(diffs.mean()), float(low), float(high)
-
-
-def describe_model(cfg: Config) -> str:
-    m = cfg.model
-    if m.name == "unet":
-        options = (f" {m.upsample}" if m.upsample != "transpose" else "") + (f" shuffle{m.pixel_shuffle}" if m.pixel_shuffle > 1 else "")
-        return f"U-Net {m.block} b{m.base_channels} d{m.depth}" + options
-    if m.name == "smp":
-        return f"smp {m.arch} {m.encoder}"
-    return m.name
 
 
 def gflops(cfg: Config) -> float:

@@ -1,6 +1,8 @@
 """Train one fold of an experiment and write its out-of-fold predictions.
 
-    accelerate launch scripts/train_fold.py --config configs/demo/unet_se.yaml --fold 0 [key=value ...]
+    python scripts/train_fold.py --config configs/demo/unet_se.yaml --fold 0 exp.name=my_se [key=value ...]
+    python scripts/train_fold.py --fold 0   (no --config: configs/default.yaml, about a minute per demo epoch on 2 cores)
+    accelerate launch -q --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/train_fold.py ...
     python scripts/train_fold.py --config configs/tiny.yaml --fold 1 train.epochs=3 --resume
     python -m carvana_seg.training.run_fold ...   (the same; each child of `train_cv.py --parallel`)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Iterable
 
@@ -40,6 +41,7 @@ from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache, c
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models import build_model, save_checkpoint
+from carvana_seg.models.describe import describe_model
 from carvana_seg.models.stats import count_parameters
 from carvana_seg.training.losses import SOFT_TARGET_LOSSES, build_loss
 from carvana_seg.training.progress import write_progress
@@ -49,6 +51,7 @@ from carvana_seg.training.session import begin_fold, end_fold, process_accelerat
 from carvana_seg.training.tracking import check_trackers, plot_learning_curve
 
 ONECYCLE_WARMUP_FRACTION, ONECYCLE_START_DIV, ONECYCLE_END_DIV = 0.3, 25.0, 1e4
+ETA_AFTER_STEPS = 3  # the ETA line comes after this many steps of a session's first epoch (the first step warms up)
 
 
 class NonFiniteLossError(PipelineError):
@@ -160,6 +163,8 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     if record is not None:
         record.finish("finished" if scores else "stopped", state.epoch)
     accelerator.wait_for_everyone()
+    if scores and not cfg.train.keep_state:  # finished (main process): resuming it is never needed again
+        shutil.rmtree(state_root, ignore_errors=True)
     end_fold(accelerator)
     return scores
 
@@ -207,8 +212,9 @@ def _fit(
             f"resuming {cfg.exp.name} fold {fold} after epoch {state.epoch}" if state.epoch else f"no saved state in {state_root}: starting from epoch 1"
         )
     accelerator.print(
-        f"{cfg.exp.name} fold {fold}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.data.size}, "
-        f"{n_params:,} parameters, {accelerator.num_processes} process(es) on {accelerator.device}"
+        f"plan: {cfg.exp.name} fold {fold}: {describe_model(cfg)}, {n_params / 1e6:.2f}M parameters, at {cfg.data.size}, "
+        f"{cfg.train.epochs} epochs of {len(train_idx)} images (+{len(val_idx)} validated), batch {cfg.train.batch_size}, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}"
     )
 
     val_truth = np.stack([covered(source.get(int(i))[1]) for i in val_idx])
@@ -235,7 +241,8 @@ def _fit(
         train_loader.set_epoch(epoch)
         losses, seen, start = [], 0, time.perf_counter()
         last_dice = next((f"{row['val_dice']:.4f}" for row in reversed(state.history) if "val_dice" in row), "-")
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not accelerator.is_local_main_process, leave=False)
+        # disable=None: no bar when stderr is not a terminal (a log gets the one line per epoch below)
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=None if accelerator.is_local_main_process else True, leave=False)
         for step, batch in enumerate(bar):
             images = batch["image"]
             if cfg.train.channels_last:
@@ -259,6 +266,11 @@ def _fit(
             losses.append(mean_loss.item())
             seen += len(images) * accelerator.num_processes
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_dice=last_dice, img_s=f"{seen / (time.perf_counter() - start):.1f}")
+            if epoch == first_epoch + 1 and step + 1 == min(ETA_AFTER_STEPS, len(train_loader)) and accelerator.is_main_process:
+                elapsed = time.perf_counter() - start
+                eta = (last_epoch - first_epoch) * len(train_idx) * elapsed / seen - elapsed
+                eta_text = f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.1f} min"
+                tqdm.write(f"ETA: {seen / elapsed:.1f} images/s, about {eta_text} more for epochs {epoch}-{last_epoch} (training steps; validation adds to it)")
         epoch_seconds = time.perf_counter() - start
         state.train_seconds += epoch_seconds
         state.train_images += seen

@@ -1,0 +1,38 @@
+"""Free disk space: remove whole experiments, or the resume state of finished folds.
+
+    python scripts/clean.py --exp my_unet [--exp other ...] [--runs-dir runs] [--dry-run]
+    python scripts/clean.py --finished-state [--runs-dir runs] [--dry-run]
+
+`--exp NAME` removes runs/NAME and its OOF folder (oof/NAME), so the name can be trained
+again with another config. `--finished-state` removes runs/<exp>/fold<k>/state/ of every
+finished fold (training already drops it unless train.keep_state=true). Names must be plain
+names (letters, digits, `._-`).
+"""
+
+import argparse
+
+from carvana_seg.cleanup import experiment_folders, finished_states, folder_bytes, remove
+from carvana_seg.cli import run
+from carvana_seg.errors import PipelineError
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", action="append", default=[], help="experiment to remove; repeat for several")
+    parser.add_argument("--finished-state", action="store_true", help="remove the resume state of every finished fold")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    args = parser.parse_args()
+    if not args.exp and not args.finished_state:
+        raise PipelineError("nothing to clean: give --exp NAME or --finished-state")
+    folders = [f for exp in args.exp for f in experiment_folders(exp, args.runs_dir)]  # every name checked before anything goes
+    if args.finished_state:
+        folders += [f for f in finished_states(args.runs_dir) if not any(f.is_relative_to(g) for g in folders)]
+    for folder in folders:
+        print(f"{'would remove' if args.dry_run else 'removing'} {folder} ({folder_bytes(folder) / 1e6:.1f} MB)")
+    if not args.dry_run:
+        print(f"freed {remove(folders) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    run(main)
