@@ -136,7 +136,7 @@ class ModelConfig:
     # segmentation-models-pytorch baselines
     arch: str = "Unet"
     encoder: str = "resnet34"
-    encoder_weights: str | None = None
+    encoder_weights: str | None = None  # null | imagenet (downloaded) | a local .safetensors file or folder (models/encoder_weights.py)
 
 
 @dataclass
@@ -225,6 +225,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {names}, got {value!r} ({type(value).__name__})")
 
 
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".tar")  # checkpoints that load by unpickling
+
+
+def local_encoder_weights(value: str | None) -> bool:
+    """`model.encoder_weights` names a local file or folder (it has a '/' or ends in .safetensors),
+    not pretrained weights smp downloads (`imagenet`, `ssl`, ...)."""
+    return value is not None and ("/" in value or value.endswith(".safetensors"))
+
+
 def _check_value(key: str, value: Any) -> None:
     """Refuse a value no run can use: an unknown choice, an impossible number, a name that is a path."""
     if key in CHOICES and value not in CHOICES[key]:
@@ -233,6 +242,8 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if key in RANGES and not RANGES[key][0](value):
         raise ConfigError(f"{key}: must be {RANGES[key][1]}, got {value!r}")
+    if key == "model.encoder_weights" and local_encoder_weights(value) and Path(value).suffix in PICKLE_SUFFIXES:
+        raise ConfigError(f"{key}: {value!r} is a pickled checkpoint, never loaded here: save the encoder's state dict with safetensors.torch.save_file")
     if key == "exp.name" and value:  # empty: named after the config file (checked then) or `default`
         try:
             check_plain_name(value, key)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carvana_seg.config import ModelConfig
+from carvana_seg.config import ModelConfig, local_encoder_weights
+from carvana_seg.models.encoder_weights import load_encoder_weights
 from carvana_seg.models.registry import register_model
 
 
@@ -44,9 +45,12 @@ class PaddedSmpModel(nn.Module):
         import segmentation_models_pytorch as smp
 
         _check_names(arch, encoder)
+        local = local_encoder_weights(encoder_weights)
         self.model = smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=classes
+            arch, encoder_name=encoder, encoder_weights=None if local else encoder_weights, in_channels=in_channels, classes=classes
         )
+        if local:  # from disk, not downloaded
+            load_encoder_weights(self.model.encoder, encoder_weights, encoder)
         # The same condition smp's own check_input_shape applies.
         self.divisor = self.model.encoder.output_stride if self.model.requires_divisible_input_shape else 1
 
