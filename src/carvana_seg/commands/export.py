@@ -1,0 +1,39 @@
+"""Export a tuned recipe as an offline inference bundle: one folder with every member's fold
+weights, the recipe and a manifest (sizes and sha256), that predicts anywhere without runs/,
+oof/ or internet (a Kaggle notebook, say).
+
+    python scripts/export.py --recipe submissions/NAME.recipe.json --out bundles/NAME/ [--onnx]
+    python scripts/predict.py --bundle bundles/NAME/ data.root=DIR [--backend onnxruntime]
+
+`--onnx` adds each fold model as ONNX, checked against torch with onnxruntime at export.
+The logic lives in carvana_seg/inference/bundle.py.
+"""
+
+import argparse
+
+from carvana_seg.cli import run
+from carvana_seg.inference.bundle import bundle_bytes, export_bundle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", required=True, help="submissions/<name>.recipe.json (written by scripts/tune.py)")
+    parser.add_argument("--out", required=True, help="the bundle folder, e.g. bundles/<name>/ (a plain name; replaces an older bundle there)")
+    parser.add_argument("--onnx", action="store_true", help="also export each fold model to ONNX (needs onnx and onnxruntime)")
+    args = parser.parse_args()
+    manifest = export_bundle(args.recipe, args.out, args.onnx)
+    for member in manifest["members"]:
+        diffs = member.get("onnx_max_abs_diff")
+        check = f", ONNX max abs diff on probabilities {max(diffs):.1e}" if diffs else ""
+        print(f"  {member['exp']}: {member['folds']} folds at {member['size']}, weight {member['weight']:.3f}{check}")
+    print(f"bundle written: {args.out} ({len(manifest['files'])} files, {bundle_bytes(manifest) / 2**20:.1f} MiB)")
+
+
+
+def cli() -> None:
+    """The `carvana-export` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
+    run(main)
+
+
+if __name__ == "__main__":
+    cli()
