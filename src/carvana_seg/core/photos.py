@@ -6,15 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from carvana_seg.data.layout import read_image
+from carvana_seg.data.layout import open_image
 
 
 def read_grey(path: Path) -> np.ndarray:
-    """The photo as uint8 grey levels at full size (OpenCV's RGB->grey weights)."""
-    return cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+    """The photo as uint8 grey levels at full size.
+
+    A JPEG is decoded to its luma plane only (libjpeg's grayscale output): Y is the same
+    0.299 R + 0.587 G + 0.114 B as OpenCV's RGB->grey, without decoding the two chroma planes
+    or converting colours, so the guide costs a fraction of a full decode (about 5 vs 45 ms
+    for a 1918x1280 Carvana photo here). It differs from grey-of-RGB by 0.0006 levels on
+    average (a few saturated pixels by up to ~10, where RGB clips)."""
+    with open_image(path, "photo") as img:
+        img.draft("L", img.size)  # a no-op for formats other than JPEG
+        return np.asarray(img.convert("L"))
 
 
 def same_size_batches(sizes: Sequence[tuple[int, int]], order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
