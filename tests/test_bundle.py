@@ -70,6 +70,8 @@ def tamper(root: Path, how: str) -> Path:
         weights.unlink()
     elif how == "extra weights":
         shutil.copytree(weights.parent, root / "runs" / "plain" / "fold2")
+    elif how == "kaggle metadata":  # `kaggle datasets init -p <bundle>` writes it; the CLI does not upload it
+        (root / "dataset-metadata.json").write_text('{"title": "blend", "id": "me/blend"}')
     elif how == "changed recipe":
         recipe = root / "recipe.json"
         recipe.write_text(recipe.read_text().replace('"threshold_level": 120', '"threshold_level": 121'))
@@ -83,10 +85,14 @@ def tamper(root: Path, how: str) -> Path:
         ("missing weights", "runs/plain/fold1/model.safetensors", "missing"),
         ("extra weights", "runs/plain/fold2/model.safetensors", "not in"),
         ("changed recipe", "recipe.json", "does not match"),
+        ("kaggle metadata", None, None),  # accepted
     ],
 )
 def test_a_tampered_bundle_is_refused_naming_the_file(bundle, tmp_path, how, named, problem):
     copy = tamper(Path(shutil.copytree(bundle, tmp_path / "blend")), how)
+    if named is None:
+        assert load_bundle(copy).name == "blend"
+        return
     with pytest.raises(BundleError) as err:
         load_bundle(copy)
     message = str(err.value)

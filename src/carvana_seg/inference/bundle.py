@@ -42,6 +42,8 @@ BUNDLE_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 RECIPE_NAME = "recipe.json"
 RUNS = "runs"  # the members' runs_dir inside the bundle
+# Written into the folder by `kaggle datasets init`, read (and not uploaded) by the Kaggle CLI: never loaded here.
+UPLOAD_METADATA = "dataset-metadata.json"
 
 
 class BundleError(PipelineError):
@@ -126,7 +128,7 @@ def export_bundle(recipe_path: str | Path, out: str | Path, onnx: bool = False) 
 
 def verify_bundle(root: str | Path) -> dict:
     """The bundle's manifest, once every file matches it: a missing, extra or changed file is
-    an error naming it."""
+    an error naming it (the Kaggle CLI's dataset-metadata.json aside)."""
     root = Path(root)
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -142,7 +144,7 @@ def verify_bundle(root: str | Path) -> dict:
     for rel in files:
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise BundleError(f"{manifest_path}: {rel!r} is not a path inside the bundle")
-    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()} - {MANIFEST_NAME}
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()} - {MANIFEST_NAME, UPLOAD_METADATA}
     for rel in sorted(set(files) - present):
         raise BundleError(f"{root / rel}: missing ({manifest_path} lists it)")
     for rel in sorted(present - set(files)):
