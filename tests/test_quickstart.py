@@ -88,3 +88,14 @@ def test_every_config_the_readme_names_exists():
     assert named, "the README names no config"
     missing = sorted(c for c in named if not glob.glob(str(REPO / c)))
     assert not missing, f"README.md names configs that do not exist: {missing}"
+
+
+@pytest.mark.slow
+def test_a_refused_launch_shows_only_its_one_line_error():
+    """The README's launch flags: no "values were not passed" block, and with -q no CalledProcessError traceback."""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    flags = ["-q", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = subprocess.run([str(accelerate), "launch", *flags, "scripts/train_fold.py", "--config", "configs/tiny.yaml", "--fold", "9"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == ["error: --fold 9: must be in 0..1 (data.folds=2)"], done.stderr
