@@ -21,7 +21,7 @@ def read_grey(path: Path) -> np.ndarray:
     average (a few saturated pixels by up to ~10, where RGB clips)."""
     with open_image(path, "photo") as img:
         img.draft("L", img.size)  # a no-op for formats other than JPEG
-        return np.asarray(img.convert("L"))
+        return np.array(img.convert("L"))  # writable: it becomes a tensor
 
 
 def same_size_batches(sizes: Sequence[tuple[int, int]], order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
