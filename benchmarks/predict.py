@@ -95,7 +95,7 @@ def old_predict(recipe_path: Path, data: Path, out: Path, batch_size: int, worke
     import torch
     from torch.utils.data import DataLoader
 
-    from carvana_seg.data.layout import CarvanaLayout
+    from carvana_seg.data.layout import CarvanaLayout, image_size
     from carvana_seg.inference.submit import TestPhotos, load_members, member_levels
     from carvana_seg.recipe.recipe import Recipe
 
@@ -111,8 +111,6 @@ def old_predict(recipe_path: Path, data: Path, out: Path, batch_size: int, worke
             maps = [member_levels(m, batch["views"][k], recipe.views).numpy() for k, m in enumerate(members)]
             for j, i in enumerate(batch["i"].tolist()):
                 photo = layout.image_path(ids[i], "test")
-                from carvana_seg.data.layout import image_size
-
                 args = ([p[j] for p in maps], recipe.weights, image_size(photo), photo, refine, recipe.threshold_level, list(recipe.postprocess))
                 lines.append((i, pool.submit(old_chain.old_encode, *args)))
     out.write_text("img,rle_mask\n" + "".join(f"{ids[i]}.jpg,{f.result()}\n" for i, f in lines))

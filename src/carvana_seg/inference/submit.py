@@ -48,7 +48,7 @@ from carvana_seg.recipe.recipe import Recipe
 
 CHUNK_IMAGES = 256
 CPU_BATCH, GPU_BATCH = 4, 32  # photos per batch by default: a GPU needs many to stay busy
-IN_FLIGHT_BATCHES = 4  # batches whose masks may wait for the encoding threads (bounds memory)
+IN_FLIGHT_BATCHES = 4  # batches that may wait for the chain / encoding threads (bounds memory)
 
 
 @dataclass
@@ -157,27 +157,27 @@ def predict_chunks(
     plan = [(c, batch) for c in todo for batch in same_size_batches(sizes, chunks[c], batch_size)]
     loader = DataLoader(dataset, batch_sampler=[batch for _, batch in plan], num_workers=workers, pin_memory=device.type == "cuda")
     views = recipe.views
-    lines: dict[int, dict[int, Future]] = {c: {} for c in todo}
+    lines: dict[int, dict[int, tuple[Future, int]]] = {c: {} for c in todo}  # chunk -> photo -> (its batch's future, place in it)
     in_flight: deque[Future] = deque()
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=None if show else True) as bar:  # None: no bar outside a terminal
         for (c, indices), batch in zip(plan, loader):
             maps = [member_levels(m, batch["views"][k].to(device, non_blocking=True), views) for k, m in enumerate(members)]
             guide = batch["guide"].to(device, non_blocking=True) if "guide" in batch else None
-            futures = apply_recipe(recipe, maps, sizes[indices[0]], guide, pool)
-            lines[c].update(zip(indices, futures))
-            in_flight.extend(futures)
-            while len(in_flight) > IN_FLIGHT_BATCHES * batch_size:
+            future = apply_recipe(recipe, maps, sizes[indices[0]], guide, pool)
+            lines[c].update((i, (future, k)) for k, i in enumerate(indices))
+            in_flight.append(future)
+            while len(in_flight) > IN_FLIGHT_BATCHES:
                 in_flight.popleft().result()
             bar.update(len(indices))
-            for done in [d for d in lines if len(lines[d]) == len(chunks[d]) and all(f.done() for f in lines[d].values())]:
+            for done in [d for d in lines if len(lines[d]) == len(chunks[d]) and all(f.done() for f, _ in lines[d].values())]:
                 write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
         for done in list(lines):
             write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
 
 
-def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], futures: dict[int, Future]) -> None:
+def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], lines: dict[int, tuple[Future, int]]) -> None:
     with atomic_path(parts_dir / f"chunk-{c:06d}.csv") as tmp:
-        tmp.write_text("".join(f"{ids[i]}.jpg,{futures[i].result()}\n" for i in chunk))
+        tmp.write_text("".join(f"{ids[i]}.jpg,{lines[i][0].result()[lines[i][1]]}\n" for i in chunk))
 
 
 def predict_submission(

@@ -115,7 +115,16 @@ def thresholded_masks(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple[
     return masks_to_host(threshold(recipe, probability_levels(recipe, maps, size, guide)))
 
 
-def apply_recipe(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple[int, int], guide: torch.Tensor | None, pool: Executor) -> list[Future]:
-    """The whole chain for a batch of same-size photos: each future gives one photo's RLE.
-    The device work is done when this returns; post-processing and encoding run in `pool`."""
-    return [pool.submit(encode, recipe, mask) for mask in thresholded_masks(recipe, maps, size, guide)]
+def encode_batch(recipe: Recipe, masks: np.ndarray) -> list[str]:
+    return [encode(recipe, mask) for mask in masks]
+
+
+def apply_recipe(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple[int, int], guide: torch.Tensor | None, pool: Executor) -> Future:
+    """The whole chain for a batch of same-size photos; the future gives their RLE strings.
+
+    On a GPU the device part is queued now, from this thread, and only post-processing and
+    encoding go to `pool`. On the CPU the whole chain goes to `pool`: its OpenCV kernels and
+    torch ops release the GIL, so it runs on the other core beside the next batch's networks."""
+    if maps[0].device.type != "cpu":
+        return pool.submit(encode_batch, recipe, thresholded_masks(recipe, maps, size, guide))
+    return pool.submit(lambda: encode_batch(recipe, thresholded_masks(recipe, maps, size, guide)))
