@@ -10,8 +10,8 @@ DATA ?=
 # (Re)install when the requirements change; the venv is created with the machine's python3.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -r requirements.txt
-	$(BIN)/pip install --no-build-isolation --no-deps -e .
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
