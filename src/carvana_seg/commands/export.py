@@ -29,7 +29,6 @@ def main() -> None:
     print(f"bundle written: {args.out} ({len(manifest['files'])} files, {bundle_bytes(manifest) / 2**20:.1f} MiB)")
 
 
-
 def cli() -> None:
     """The `carvana-export` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
     run(main)

@@ -29,7 +29,6 @@ def main() -> None:
     print(f"written: {args.out_dir}/leaderboard.md, leaderboard.csv, leaderboard.png")
 
 
-
 def cli() -> None:
     """The `carvana-leaderboard` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
     run(main)

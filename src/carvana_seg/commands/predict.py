@@ -39,7 +39,6 @@ def main() -> None:
         print(f"submission written and validated: {out}")
 
 
-
 def cli() -> None:
     """The `carvana-predict` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
     run(main)

@@ -48,7 +48,6 @@ def main() -> None:
         print(summary.to_string(float_format="%.4f"), file=sys.stdout)
 
 
-
 def cli() -> None:
     """The `carvana-train` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
     run(main)

@@ -36,7 +36,6 @@ def main() -> None:
     print(f"recipe: {args.out_dir}/{recipe.name}.recipe.json")
 
 
-
 def cli() -> None:
     """The `carvana-tune` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
     run(main)

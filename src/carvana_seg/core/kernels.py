@@ -112,5 +112,5 @@ def multiply_add(a: torch.Tensor, photo: torch.Tensor, b: torch.Tensor, backend:
 def at_least(levels: torch.Tensor, level: int, backend: str | None = None) -> torch.Tensor:
     """Bool mask of the pixels whose uint8 level is >= `level`."""
     if _use_opencv(levels, backend):
-        return torch.from_numpy(np.greater_equal(levels.contiguous().numpy(), np.uint8(min(level, 255))) if level <= 255 else np.zeros(levels.shape, bool))
+        return torch.from_numpy(np.greater_equal(levels.contiguous().numpy(), level))  # a recipe's level is 0..255
     return levels >= level
