@@ -16,7 +16,7 @@ Each prediction runs in a fresh subprocess (its own peak RSS). `old` is the chai
 recipe/chain.py (benchmarks/old_chain.py, driven the way the old predict.py drove it: per
 photo in a thread pool, the photo decoded a second time for the guide).
 
-    python benchmarks/predict.py [--shape tiny|real] [--counts 32 160] [--device cpu|cuda]
+    python benchmarks/predict.py [--shape tiny|real] [--counts 32 160] [--device cpu|cuda] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -141,16 +141,19 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def decode_seconds(data: Path, count: int) -> float:
-    """Decoding `count` test photos at full size once, in one thread."""
+def decode_seconds(data: Path, count: int, repeats: int) -> float:
+    """Decoding `count` test photos at full size once, in one thread (the fastest of `repeats` passes)."""
     from carvana_seg.data.layout import read_image
 
     paths = sorted((data / "test").glob("*.jpg"))[:count]
     read_image(paths[0])
-    start = time.perf_counter()
-    for path in paths:
-        read_image(path)
-    return time.perf_counter() - start
+    passes = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for path in paths:
+            read_image(path)
+        passes.append(time.perf_counter() - start)
+    return min(passes)
 
 
 def agreement(a: Path, b: Path, data: Path) -> np.ndarray:
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chains", nargs="+", default=["old", "new"], choices=["old", "new"])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration, interleaved; the fastest counts (start-up varies by seconds)")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -181,17 +185,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         recipe = prepare(work, args.shape)
-        rows = []
-        for count in args.counts:
-            data = test_folder(work, count)
-            for chain in args.chains:
-                command = [sys.executable, __file__, "--device", args.device, "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                           "--worker", chain, str(recipe), str(data), str(work / f"{chain}{count}.csv")]
-                done = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(rows[-1], flush=True)
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every configuration
+            for count in args.counts:
+                data = test_folder(work, count)
+                for chain in args.chains:
+                    command = [sys.executable, __file__, "--device", args.device, "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+                               "--worker", chain, str(recipe), str(data), str(work / f"{chain}{count}.csv")]
+                    done = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
+                    runs.setdefault((chain, count), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+                    print(repeat, runs[chain, count][-1], flush=True)
+        rows = [min(runs[chain, count], key=lambda r: r["seconds"]) for count in args.counts for chain in args.chains]  # the fastest of the repeats
         extra = args.counts[-1] - args.counts[0]
-        decode = decode_seconds(test_folder(work, args.counts[-1]), extra)
+        decode = decode_seconds(test_folder(work, args.counts[-1]), extra, args.repeats)
         dice = agreement(work / f"old{args.counts[-1]}.csv", work / f"new{args.counts[-1]}.csv", test_folder(work, args.counts[-1])) if len(args.chains) == 2 else None
     table = ["| chain | test photos | seconds | photos/s | peak RSS MiB |", "| --- | ---: | ---: | ---: | ---: |"]
     table += [f"| {r['chain']} | {r['images']:,} | {r['seconds']:.1f} | {r['images'] / r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |" for r in rows]
@@ -201,7 +207,8 @@ def main() -> None:
         seconds = by_count[args.counts[-1]] - by_count[args.counts[0]]
         marginal.append(f"| {chain} | {seconds:.1f} | {extra / seconds:.1f} | **{seconds / decode:.2f}x** |")
     body = "\n".join([
-        f"Recipe shape `{args.shape}`, device `{args.device}`, batch size {args.batch_size}, {args.workers} loader workers and {args.workers} encoding threads.",
+        f"Recipe shape `{args.shape}`, device `{args.device}`, batch size {args.batch_size}, {args.workers} loader workers and {args.workers} encoding threads; "
+        f"each figure the fastest of {args.repeats} runs (interleaved, each in a fresh process).",
         "",
         *table,
         "",

@@ -1,5 +1,5 @@
-"""The recipe chain (recipe/chain.py): edge refinement, the device kernels, bit packing, and
-equivalence with the old per-photo numpy chain (benchmarks/old_chain.py)."""
+"""The recipe chain (recipe/chain.py): edge refinement, the device kernels, the threshold on
+unrounded values, and equivalence with the old per-photo numpy chain (benchmarks/old_chain.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from carvana_seg.core import kernels
 from carvana_seg.core.photos import read_grey
 from carvana_seg.core.metrics import dice_per_image
-from carvana_seg.recipe.chain import guided_filter, pack_bits, probability_levels, thresholded_masks
+from carvana_seg.recipe.chain import finish, guided_filter, probability_levels, threshold, thresholded_runs
 from carvana_seg.recipe.recipe import Member, Recipe, Refine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -65,6 +65,9 @@ def test_torch_kernels_match_opencv(size):
     half = (size[0] // 2, size[1] // 2)
     torch.testing.assert_close(kernels.resize_area(full, half, "torch"), kernels.resize_area(full, half, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
     torch.testing.assert_close(kernels.box_mean(full, 9, "torch"), kernels.box_mean(full, 9, "opencv"), atol=1e-4, rtol=0)  # float rounding; a level is 1/255 = 0.004
+    stack = torch.rand(2, 5, *half, generator=rng)  # OpenCV filters planes four at a time: 4 + 1 here
+    torch.testing.assert_close(kernels.box_mean(stack, 9, "opencv"), torch.stack([kernels.box_mean(p, 9, "opencv") for p in stack.unbind(1)], 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(kernels.box_mean(stack, 9, "torch"), kernels.box_mean(stack, 9, "opencv"), atol=1e-4, rtol=0)
     photo = (full * 255).to(torch.uint8)
     a, b = torch.rand(2, *size, generator=rng) * 2 - 0.5, torch.rand(2, *size, generator=rng) * 100 - 20
     fitted = kernels.multiply_add(a.clone(), photo, b, "torch")
@@ -72,15 +75,19 @@ def test_torch_kernels_match_opencv(size):
     levels = kernels.quantize(fitted.clone(), "torch")
     assert torch.equal(levels, kernels.quantize(fitted.clone(), "opencv"))  # both round half to even and clip
     assert levels.dtype == torch.uint8 and levels.min() == 0 and levels.max() == 255
-    for level in (0, 128, 255):
-        assert torch.equal(kernels.at_least(levels, level, "torch"), kernels.at_least(levels, level, "opencv"))
 
 
-def test_bit_packing_matches_numpy():
-    masks = torch.rand(3, 7, 11) > 0.5  # 77 pixels: not a multiple of 8
-    expected = np.packbits(masks.numpy().reshape(3, -1), axis=1)
-    np.testing.assert_array_equal(pack_bits(masks).numpy(), expected)
-    np.testing.assert_array_equal(np.unpackbits(expected, axis=1, count=77).reshape(3, 7, 11), masks.numpy())
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+def test_threshold_on_values_equals_threshold_on_rounded_levels(backend):
+    """The chain thresholds unrounded values; the masks must be those of thresholding the
+    rounded levels (what tuning counts), ties at x.5 included (rounded half to even)."""
+    rng = torch.Generator().manual_seed(1)
+    values = torch.cat([torch.rand(3000, generator=rng) * 300 - 20, torch.arange(-1, 257, 0.5)])  # every half level, and out of range
+    levels = kernels.quantize(values.clone(), "torch")
+    for level in (0, 1, 2, 127, 128, 129, 254, 255):
+        assert torch.equal(kernels.rounds_to_at_least(values, level, backend), levels >= level), level
+    recipe = recipe_of([1.0], None, level=129)
+    assert torch.equal(threshold(recipe, values[None, None]), probability_levels(recipe, [levels[None, None]], (1, len(values))) >= 129)
 
 
 def recipe_of(weights: list[float], refine: Refine | None, level: int = 128, steps: tuple[str, ...] = ()) -> Recipe:
@@ -105,10 +112,7 @@ def compare_with_old_chain(photos: list[Path], truth: np.ndarray) -> np.ndarray:
     maps = [soft_maps(truth, (128, 192), 0), soft_maps(truth, (96, 144), 1)]
     recipe = recipe_of([0.7, 0.3], Refine(8, 3e-4), level=120, steps=("largest_component", "fill_holes"))
     guide = torch.from_numpy(np.stack([read_grey(p) for p in photos]))
-    new = thresholded_masks(recipe, [torch.from_numpy(m) for m in maps], size, guide)
-    from carvana_seg.recipe.chain import finish_mask
-
-    new = np.stack([finish_mask(recipe, m) for m in new])
+    new = np.stack([finish(recipe, runs).to_mask() for runs in thresholded_runs(recipe, [torch.from_numpy(m) for m in maps], size, guide)])
     old = np.stack([
         old_chain.old_mask([m[k] for m in maps], recipe.weights, size, photo, {"radius": 8, "eps": 3e-4}, 120, list(recipe.postprocess))
         for k, photo in enumerate(photos)
@@ -138,3 +142,23 @@ def test_new_chain_matches_the_old_on_real_photos(real_carvana):
     dice = compare_with_old_chain([layout.image_path(i) for i in ids], truth)
     print("per-photo Dice, new vs old chain:", np.round(dice, 6))
     assert dice.min() >= 0.9999, dice
+
+
+def test_the_gpu_kernels_give_the_cpu_kernels_masks(tiny_layout, monkeypatch):
+    """The whole chain, refined and post-processed, on the torch kernels a GPU runs (here on
+    CPU tensors, run boundaries found by torch) against the OpenCV kernels: float rounding
+    may flip a pixel whose level sits on the threshold, nothing more."""
+    from carvana_seg.data.layout import CarvanaLayout
+
+    layout = CarvanaLayout(tiny_layout)
+    ids = layout.train_ids[:4]
+    truth = np.stack([layout.read_mask(i) for i in ids])
+    maps = [torch.from_numpy(soft_maps(truth, (16, 24), 0))]
+    recipe = recipe_of([1.0], Refine(4, 1e-3), level=120, steps=("largest_component", "fill_holes"))
+    guide = torch.from_numpy(np.stack([read_grey(layout.image_path(i)) for i in ids]))
+    masks = {}
+    for backend in ("opencv", "torch"):
+        monkeypatch.setattr(kernels, "BACKEND", backend)
+        masks[backend] = np.stack([finish(recipe, runs).to_mask() for runs in thresholded_runs(recipe, maps, truth.shape[1:], guide)])
+    assert masks["opencv"].any() and not masks["opencv"].all()
+    assert (masks["opencv"] != masks["torch"]).sum() <= 2, (masks["opencv"] != masks["torch"]).sum()

@@ -22,6 +22,7 @@ from carvana_seg.inference.check import check_submission
 from carvana_seg.inference.tune import MIN_GAIN, check_complete, nested_threshold_dice, tune
 from carvana_seg.recipe import chain
 from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
+from carvana_seg.recipe.runs import Runs
 from carvana_seg.recipe.recipe import Member, Recipe, RecipeError, Refine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +90,10 @@ def test_postprocessing_steps():
     mask[2:12, 2:12] = 1
     mask[5:8, 5:8] = 0  # a hole
     mask[15, 15] = 1  # a speck
-    assert largest_component(mask)[15, 15] == 0 and largest_component(mask)[2, 2] == 1
-    assert fill_holes(mask)[6, 6] == 1 and fill_holes(mask)[0, 0] == 0
-    assert min_area(mask)[15, 15] == 0 and min_area(mask)[2, 2] == 1
+    runs = Runs.from_mask(mask)
+    assert largest_component(runs).to_mask()[15, 15] == 0 and largest_component(runs).to_mask()[2, 2] == 1
+    assert fill_holes(runs).to_mask()[6, 6] == 1 and fill_holes(runs).to_mask()[0, 0] == 0
+    assert min_area(runs).to_mask()[15, 15] == 0 and min_area(runs).to_mask()[2, 2] == 1
 
 
 # ---- the validator: one bad file per check -------------------------------------------

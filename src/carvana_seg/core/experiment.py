@@ -10,6 +10,7 @@ from carvana_seg.config import Config, read_saved_config
 from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.models import load_checkpoint
+from carvana_seg.models.fold_bn import fold_batchnorm
 
 
 def default_device() -> torch.device:
@@ -33,5 +34,6 @@ def fold_weights(cfg: Config, fold: int) -> Path:
 
 
 def load_fold_model(cfg: Config, fold: int, device: torch.device) -> torch.nn.Module:
+    """The fold's network ready to predict: eval mode, BatchNorms folded into their convolutions."""
     model, _ = load_checkpoint(fold_weights(cfg, fold))
-    return model.to(device, memory_format=torch.channels_last).eval()
+    return fold_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)

@@ -77,10 +77,18 @@ def _area_weights(n_out: int, n_in: int, device: torch.device) -> torch.Tensor:
 
 
 def box_mean(x: torch.Tensor, side: int, backend: str | None = None) -> torch.Tensor:
-    """Mean over a side x side window around each pixel, borders mirrored without repeating
-    the edge pixel (cv2.boxFilter's default BORDER_REFLECT_101, torch's 'reflect')."""
+    """Mean over a side x side window around each pixel of every (H, W) plane of `x`, borders
+    mirrored without repeating the edge pixel (cv2.boxFilter's default BORDER_REFLECT_101,
+    torch's 'reflect'). Stack the planes to filter (e.g. (B, 4, H, W)) into one call: OpenCV
+    filters four interleaved planes in about the time of one."""
     if _use_opencv(x, backend):
-        return _per_plane(x, tuple(x.shape[-2:]), lambda src, dst: cv2.boxFilter(src, -1, (side, side), dst=dst))
+        planes = x.detach().float().contiguous().numpy().reshape(-1, *x.shape[-2:])
+        out = np.empty_like(planes)
+        for group in range(0, len(planes), 4):
+            chunk = planes[group : group + 4]
+            filtered = cv2.boxFilter(cv2.merge(list(chunk)), -1, (side, side))
+            out[group : group + 4] = filtered.transpose(2, 0, 1) if filtered.ndim == 3 else filtered
+        return torch.from_numpy(out).reshape(x.shape)
     half = side // 2
     mode = "reflect" if half < min(x.shape[-2:]) else "replicate"  # reflect needs a margin narrower than the map
     flat = F.pad(x.float().reshape(-1, 1, *x.shape[-2:]), (half, half, half, half), mode=mode)
@@ -109,8 +117,30 @@ def multiply_add(a: torch.Tensor, photo: torch.Tensor, b: torch.Tensor, backend:
     return a.mul_(photo).add_(b)
 
 
-def at_least(levels: torch.Tensor, level: int, backend: str | None = None) -> torch.Tensor:
-    """Bool mask of the pixels whose uint8 level is >= `level`."""
-    if _use_opencv(levels, backend):
-        return torch.from_numpy(np.greater_equal(levels.contiguous().numpy(), level))  # a recipe's level is 0..255
-    return levels >= level
+def rounds_to_at_least(values: torch.Tensor, level: int, backend: str | None = None) -> torch.Tensor:
+    """Bool mask of the pixels whose level `quantize(values)` would be >= `level`, without
+    rounding: rint(x) >= L exactly when x > L - 0.5, or x == L - 0.5 for an even L (half to even)."""
+    if level <= 0:
+        return torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    edge = level - 0.5  # exact in float32
+    if _use_opencv(values, backend):
+        compare = np.greater_equal if level % 2 == 0 else np.greater
+        return torch.from_numpy(compare(values.detach().contiguous().numpy(), np.float32(edge)))
+    return values >= edge if level % 2 == 0 else values > edge
+
+
+def run_bounds(masks: torch.Tensor, backend: str | None = None) -> np.ndarray:
+    """Where the runs of a (B, H, W) bool batch start and end, as int64 positions in the batch
+    flattened with one blank column after every row: start, end, start, end, ... (ends
+    exclusive). The blank column ends every run within its row. On a GPU the positions are
+    found there and only they are copied to the host (one sync per batch)."""
+    batch, height, width = masks.shape
+    if _use_opencv(masks, backend):
+        padded = np.zeros((batch, height, width + 1), np.uint8)
+        padded[..., :width] = masks.numpy()
+        flat = padded.reshape(-1)
+        changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        return np.concatenate([[0], changes]) if flat[0] else changes
+    flat = F.pad(masks.to(torch.uint8), (0, 1)).reshape(-1)
+    changes = torch.nonzero(torch.diff(flat, prepend=flat.new_zeros(1))).reshape(-1)
+    return changes.cpu().numpy()

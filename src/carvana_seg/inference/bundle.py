@@ -35,6 +35,7 @@ from carvana_seg.errors import PipelineError
 from carvana_seg.inference.onnx_backend import ONNX_NAME, export_onnx, view_sizes
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
+from carvana_seg.models.fold_bn import fold_batchnorm
 from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.recipe import Member, Recipe
 
@@ -71,8 +72,8 @@ def _copy_member(member: Member, root: Path, views: list[str] | None) -> dict:
         (dest / f"fold{fold}").mkdir()
         shutil.copyfile(source, dest / f"fold{fold}" / WEIGHTS_NAME)
         if views is not None:
-            model, _ = load_checkpoint(source)
-            diffs.append(export_onnx(model, dest / f"fold{fold}" / ONNX_NAME, view_sizes(cfg.data.hw, views)))
+            model, _ = load_checkpoint(source)  # folded as predict folds it (core/experiment.load_fold_model)
+            diffs.append(export_onnx(fold_batchnorm(model.eval()), dest / f"fold{fold}" / ONNX_NAME, view_sizes(cfg.data.hw, views)))
     if views is not None:
         entry["onnx_max_abs_diff"] = diffs  # per fold, on probabilities, torch vs onnxruntime (fp32)
     return entry

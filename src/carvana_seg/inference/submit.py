@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
 from carvana_seg.core.experiment import experiment_config, fold_weights, load_fold_model
+from carvana_seg.core.host_memory import keep_freed_memory
 from carvana_seg.core.photos import read_grey, same_size_batches
 from carvana_seg.core.views import predict_probs, to_levels
 from carvana_seg.data.dataset import build_transform
@@ -157,17 +158,18 @@ def predict_chunks(
     plan = [(c, batch) for c in todo for batch in same_size_batches(sizes, chunks[c], batch_size)]
     loader = DataLoader(dataset, batch_sampler=[batch for _, batch in plan], num_workers=workers, pin_memory=device.type == "cuda")
     views = recipe.views
-    lines: dict[int, dict[int, tuple[Future, int]]] = {c: {} for c in todo}  # chunk -> photo -> (its batch's future, place in it)
-    in_flight: deque[Future] = deque()
+    lines: dict[int, dict[int, tuple[Future, int]]] = {c: {} for c in todo}  # chunk -> photo -> (the future holding its RLE, place in its result)
+    in_flight: deque[list[Future]] = deque()  # each batch's futures
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=None if show else True) as bar:  # None: no bar outside a terminal
         for (c, indices), batch in zip(plan, loader):
             maps = [member_levels(m, batch["views"][k].to(device, non_blocking=True), views) for k, m in enumerate(members)]
             guide = batch["guide"].to(device, non_blocking=True) if "guide" in batch else None
-            future = apply_recipe(recipe, maps, sizes[indices[0]], guide, pool)
-            lines[c].update((i, (future, k)) for k, i in enumerate(indices))
-            in_flight.append(future)
+            places = apply_recipe(recipe, maps, sizes[indices[0]], guide, pool)
+            lines[c].update(zip(indices, places))
+            in_flight.append([future for future, _ in places])
             while len(in_flight) > IN_FLIGHT_BATCHES:
-                in_flight.popleft().result()
+                for future in in_flight.popleft():
+                    future.result()
             bar.update(len(indices))
             for done in [d for d in lines if len(lines[d]) == len(chunks[d]) and all(f.done() for f, _ in lines[d].values())]:
                 write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
@@ -189,6 +191,7 @@ def predict_submission(
     submission goes by default to <name>.csv in the current folder. `batch_size` 0: 32 photos
     on a GPU, 4 on the CPU. `backend` onnxruntime: the fold networks are the bundle's ONNX files."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
+    keep_freed_memory()
     batch_size = batch_size or (GPU_BATCH if state.device.type == "cuda" else CPU_BATCH)
     recipe = recipe_path if isinstance(recipe_path, Recipe) else Recipe.load(recipe_path)
     out_dir = Path(".") if isinstance(recipe_path, Recipe) else Path(recipe_path).parent

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
 from carvana_seg.core.experiment import default_device, experiment_config
+from carvana_seg.core.host_memory import keep_freed_memory
 from carvana_seg.core.kernels import quantize
-from carvana_seg.core.metrics import HALF, batch_level_histograms, dice_by_level, dice_per_image
+from carvana_seg.core.metrics import HALF, batch_level_histograms, dice_by_level
 from carvana_seg.core.oof import OOF, original_size_batches, original_size_histograms
 from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.core.views import parse_tta
@@ -40,10 +41,11 @@ from carvana_seg.errors import PipelineError
 from carvana_seg.inference.predictor import oof_with_tta
 from carvana_seg.io_utils import atomic_path
 from carvana_seg.names import check_plain_name
-from carvana_seg.recipe.chain import blend, finish_mask, probability_levels, thresholded_masks
+from carvana_seg.recipe.chain import blend, finish, probability_levels, thresholded_runs
 from carvana_seg.recipe.postprocess import POSTPROCESS
 from carvana_seg.recipe.recipe import Member as RecipeMember
 from carvana_seg.recipe.recipe import Recipe, Refine
+from carvana_seg.recipe.runs import Runs, dice
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2
@@ -198,13 +200,13 @@ def postprocess_scores(
     variants = [recipe.replace(postprocess=s) for s in subsets]
     rows = np.zeros((len(members[0].oof.ids), len(variants)))
 
-    def one(mask: np.ndarray, truth: np.ndarray) -> list[float]:
-        return [float(dice_per_image(finish_mask(v, mask)[None], truth[None])[0]) for v in variants]
+    def one(runs: Runs, truth: np.ndarray) -> list[float]:
+        return [dice(finish(v, runs), truth) for v in variants]
 
     with ThreadPoolExecutor(2) as pool:  # OpenCV releases the GIL
         for indices, size, truth, guide in original_size_batches(members[0].oof, layout, recipe.refine is not None, device, desc="post-processing"):
-            masks = thresholded_masks(recipe, member_maps(members, indices, device), size, guide)
-            rows[indices] = list(pool.map(one, masks, truth.cpu().numpy()))
+            runs = thresholded_runs(recipe, member_maps(members, indices, device), size, guide)
+            rows[indices] = list(pool.map(one, runs, truth.cpu().numpy()))
     return {s: rows[:, k] for k, s in enumerate(subsets)}
 
 
@@ -246,6 +248,7 @@ def tune(exps: list[str], runs_dir: str | Path = "runs", tta: str = "none", name
     """Tune and write `submissions/<name>.recipe.json`; returns the recipe."""
     if name is not None:
         check_plain_name(name, "--name")  # before the long work, not after it
+    keep_freed_memory()
     members = [load_member(exp, runs_dir, tta) for exp in exps]
     reference = members[0]
     for member in members[1:]:
