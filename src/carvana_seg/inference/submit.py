@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
+from carvana_seg.core.device_photos import check_decode, device_inputs, read_jpeg
 from carvana_seg.core.experiment import experiment_config, fold_weights, load_fold_model
 from carvana_seg.core.host_memory import keep_freed_memory
 from carvana_seg.core.photos import read_grey, same_size_batches
@@ -61,10 +62,14 @@ class LoadedMember:
 
 class TestPhotos(Dataset):
     """A test photo as the recipe needs it: resized to each member's training size (decoded in
-    JPEG draft mode, as training read it), and at full size as the grey guide when refining."""
+    JPEG draft mode, as training read it), and at full size as the grey guide when refining.
 
-    def __init__(self, layout: CarvanaLayout, ids: list[str], member_sizes: list[tuple[int, int]], with_guides: bool):
-        self.layout, self.ids, self.member_sizes, self.with_guides = layout, ids, member_sizes, with_guides
+    `decode` "device": a loader worker only reads the photo's bytes; `on_device` decodes the
+    whole batch on the model's device and makes the same inputs there (core/device_photos.py)."""
+
+    def __init__(self, layout: CarvanaLayout, ids: list[str], member_sizes: list[tuple[int, int]], with_guides: bool, decode: str = "cpu"):
+        check_decode(decode)
+        self.layout, self.ids, self.member_sizes, self.with_guides, self.decode = layout, ids, member_sizes, with_guides, decode
         self.transform = build_transform(train=False)
         self.largest = max(member_sizes, key=lambda hw: hw[0] * hw[1])
 
@@ -73,11 +78,27 @@ class TestPhotos(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         path = self.layout.image_path(self.ids[i], "test")
+        if self.decode == "device":
+            return {"i": i, "jpeg": read_jpeg(path)}
         image = read_image(path, draft_size=(self.largest[1], self.largest[0]))
         item = {"i": i, "views": [self.transform(image=resize_image(image, hw))["image"] for hw in self.member_sizes]}
         if self.with_guides:
             item["guide"] = torch.from_numpy(read_grey(path))
         return item
+
+    def collate(self, items: list[dict]) -> dict:
+        """The DataLoader's collate_fn: files' bytes differ in length, so device mode keeps them a list."""
+        if self.decode == "device":
+            return {"i": torch.tensor([item["i"] for item in items]), "jpeg": [item["jpeg"] for item in items]}
+        return default_collate(items)
+
+    def on_device(self, batch: dict, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """A loader batch -> each member's network input and the guide (None without refinement), on `device`."""
+        if self.decode == "device":
+            paths = [self.layout.image_path(self.ids[i], "test") for i in batch["i"].tolist()]  # a CPU tensor: no device sync
+            return device_inputs(batch["jpeg"], paths, self.member_sizes, self.with_guides, device)
+        views = [view.to(device, non_blocking=True) for view in batch["views"]]
+        return views, batch["guide"].to(device, non_blocking=True) if "guide" in batch else None
 
 
 BACKENDS = ("torch", "onnxruntime")  # what runs the fold networks; the chain around them is the same
@@ -110,9 +131,10 @@ def member_levels(member: LoadedMember, images: torch.Tensor, views: list[str]) 
     return to_levels(probs)
 
 
-def parts_stamp(recipe: Recipe, members: list[LoadedMember], ids: list[str], chunk_images: int, batch_size: int) -> str:
+def parts_stamp(recipe: Recipe, members: list[LoadedMember], ids: list[str], chunk_images: int, batch_size: int, decode: str = "cpu") -> str:
     """Everything that changes a chunk's bytes: the recipe (and its data root), the photos and
-    their order, the chunking and batching, and the weights' files (retrained models, other masks)."""
+    their order, the chunking and batching, where the photos are decoded, and the weights' files
+    (retrained models, other masks)."""
     weights = []
     for member in members:
         for path in member.files:
@@ -123,6 +145,7 @@ def parts_stamp(recipe: Recipe, members: list[LoadedMember], ids: list[str], chu
         "photos": hashlib.sha1("\n".join(ids).encode()).hexdigest(),
         "chunk_images": chunk_images,
         "batch_size": batch_size,
+        "decode": decode,
         "weights": weights,
     }, sort_keys=True)
 
@@ -156,14 +179,14 @@ def predict_chunks(
 ) -> None:
     """Predict the chunks `todo` and write each one's part file as soon as it is complete."""
     plan = [(c, batch) for c in todo for batch in same_size_batches(sizes, chunks[c], batch_size)]
-    loader = DataLoader(dataset, batch_sampler=[batch for _, batch in plan], num_workers=workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=[batch for _, batch in plan], num_workers=workers, pin_memory=device.type == "cuda", collate_fn=dataset.collate)
     views = recipe.views
     lines: dict[int, dict[int, tuple[Future, int]]] = {c: {} for c in todo}  # chunk -> photo -> (the future holding its RLE, place in its result)
     in_flight: deque[list[Future]] = deque()  # each batch's futures
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=None if show else True) as bar:  # None: no bar outside a terminal
         for (c, indices), batch in zip(plan, loader):
-            maps = [member_levels(m, batch["views"][k].to(device, non_blocking=True), views) for k, m in enumerate(members)]
-            guide = batch["guide"].to(device, non_blocking=True) if "guide" in batch else None
+            inputs, guide = dataset.on_device(batch, device)
+            maps = [member_levels(m, x, views) for m, x in zip(members, inputs)]
             places = apply_recipe(recipe, maps, sizes[indices[0]], guide, pool)
             lines[c].update(zip(indices, places))
             in_flight.append([future for future, _ in places])
@@ -184,12 +207,15 @@ def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], lines:
 
 def predict_submission(
     recipe_path: str | Path | Recipe, data_root: str | None = None, out: str | Path | None = None, compress: bool = False,
-    batch_size: int = 0, workers: int = 2, chunk_images: int = CHUNK_IMAGES, backend: str = "torch",
+    batch_size: int = 0, workers: int = 2, chunk_images: int = CHUNK_IMAGES, backend: str = "torch", decode: str = "cpu",
 ) -> Path | None:
     """Write the submission (resuming from finished chunks); returns its path on the main process.
     `recipe_path`: a recipe file, or a loaded Recipe (a bundle's: `inference/bundle.py`), whose
     submission goes by default to <name>.csv in the current folder. `batch_size` 0: 32 photos
-    on a GPU, 4 on the CPU. `backend` onnxruntime: the fold networks are the bundle's ONNX files."""
+    on a GPU, 4 on the CPU. `backend` onnxruntime: the fold networks are the bundle's ONNX files.
+    `decode` "device": the photos are decoded on the model's device, a batch at a time, instead
+    of in the loader workers (core/device_photos.py; opt-in, its inputs differ slightly)."""
+    check_decode(decode)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     keep_freed_memory()
     batch_size = batch_size or (GPU_BATCH if state.device.type == "cuda" else CPU_BATCH)
@@ -208,12 +234,12 @@ def predict_submission(
     mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]
     sizes = read_sizes(layout, ids, [i for c in mine for i in chunks[c]], state.is_local_main_process)
     if state.is_main_process:
-        claim_parts_dir(parts_dir, parts_stamp(recipe, members, ids, chunk_images, batch_size))
+        claim_parts_dir(parts_dir, parts_stamp(recipe, members, ids, chunk_images, batch_size, decode))
     state.wait_for_everyone()
     todo = [c for c in mine if not (parts_dir / f"chunk-{c:06d}.csv").is_file()]
     if len(todo) < len(mine):
         state.print(f"resuming: {len(mine) - len(todo)} of {len(mine)} chunks already written in {parts_dir}")
-    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=recipe.refine is not None)
+    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=recipe.refine is not None, decode=decode)
     predict_chunks(recipe, members, dataset, chunks, todo, sizes, parts_dir, state.device, workers, batch_size, state.is_local_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
