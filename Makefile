@@ -23,3 +23,24 @@ test: $(STAMP)
 # ablation set on every fold, tuning, TTA ensemble, a checked submission and the leaderboard.
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(if $(DATA),--data $(DATA))
+
+# Wheels for a GPU session's one device call (benchmarks/gpu/run.sh, carry: [".gpu_wheels"]):
+# cp312 manylinux x86_64, without dependencies, of what the GPU machine lacks (it has torch,
+# torchvision, numpy, opencv, pandas, scipy, accelerate, ...): the packages named here at
+# requirements.txt's pins, plus benchmarks/gpu/wheels.txt; the fallback ones are installed
+# there only when the machine's own copy does not import.
+GPU_WHEELS := .gpu_wheels
+GPU_FROM_REQUIREMENTS := segmentation-models-pytorch albumentations torchinfo timm
+GPU_FALLBACK := PyYAML tqdm safetensors
+GPU_DOWNLOAD := $(if $(wildcard $(BIN)/pip),$(BIN)/pip,$(PYTHON) -m pip) download -q --no-deps --only-binary=:all: \
+	--python-version 3.12 --implementation cp --abi cp312 \
+	--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
+gpu_pins = $(foreach p,$(1),$(or $(shell grep -i -m1 '^$(p)==' requirements.txt),$(error $(p) has no == pin in requirements.txt)))
+
+.PHONY: gpu-wheels
+gpu-wheels:
+	rm -rf $(GPU_WHEELS)
+	$(GPU_DOWNLOAD) -d $(GPU_WHEELS) $(call gpu_pins,$(GPU_FROM_REQUIREMENTS)) -r benchmarks/gpu/wheels.txt
+	$(GPU_DOWNLOAD) -d $(GPU_WHEELS)/fallback $(call gpu_pins,$(GPU_FALLBACK))
+	@ls -l $(GPU_WHEELS) $(GPU_WHEELS)/fallback
+	@du -sh $(GPU_WHEELS); test $$(du -sm $(GPU_WHEELS) | cut -f1) -lt 40 || { echo "$(GPU_WHEELS) is over 40 MB: the device call carries 64 MiB at most"; exit 1; }
