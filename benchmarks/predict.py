@@ -5,16 +5,21 @@ so every photo is decoded from disk as in a real run):
 
 - `tiny`: the tiny U-Net of configs/tiny.yaml (2 folds, 64x96, 1 epoch on synthetic data),
   hflip TTA, forced to refine edges (guided r8 eps 3e-4) and post-process (largest component
-  + fill holes). The network is nearly free, so this measures the chain around it. The figure
-  asked for: the marginal cost of 128 more photos (predict N+128 minus predict N, so start-up
-  cancels) against decoding those 128 photos at full size once in one thread.
+  + fill holes). The network is cheap (about 6 ms a photo here), so this measures mostly the
+  chain around it. The figure asked for: the marginal cost of 128 more photos (predict
+  N+128 minus predict N, so start-up cancels) against decoding those 128 photos at full
+  size once in one thread.
 - `real`: the real-data recipe's shape: configs/carvana_cpu/unet_res_256_shuffle.yaml
   (untrained weights: speed only), 4 folds x 3 views (hflip, scale1.25), refinement and
   post-processing.
 
-Each prediction runs in a fresh subprocess (its own peak RSS). `old` is the chain before
-recipe/chain.py (benchmarks/old_chain.py, driven the way the old predict.py drove it: per
-photo in a thread pool, the photo decoded a second time for the guide).
+Each prediction runs in a fresh subprocess (its own peak RSS), each configuration
+`--repeats` times, interleaved, the fastest counting (start-up alone varies by a second or
+two on a shared machine). `old` is the chain before recipe/chain.py (benchmarks/old_chain.py,
+driven the way the old predict.py drove it: per photo in a thread pool, the photo decoded a
+second time for the guide). A stage split follows: each chain's stages timed one at a time
+in one process on 16 photos, so the pipelined totals can be read against where the time goes.
+Counts other than the default go to their own result file (`predict_<shape>_<device>_<counts>.md`).
 
     python benchmarks/predict.py [--shape tiny|real] [--counts 32 160] [--device cpu|cuda] [--repeats 3]
 """
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +139,85 @@ def worker(chain: str, recipe: Path, data: Path, out: Path, device: str, batch_s
     return {"chain": chain, "images": rows, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
+def stage_split(recipe_path: Path, data: Path, device: str, batch_size: int, photos: int = 16) -> dict[str, dict[str, float]]:
+    """Milliseconds a photo in each stage of each chain, one stage at a time in one process
+    (no overlap, no loader workers), on `photos` test photos in batches of `batch_size`:
+    where the time goes, as opposed to the pipelined totals."""
+    import old_chain
+    import torch
+
+    from carvana_seg.core.host_memory import keep_freed_memory
+    from carvana_seg.data.layout import CarvanaLayout, image_size
+    from carvana_seg.inference.submit import TestPhotos, load_members, member_levels
+    from carvana_seg.recipe.chain import encode_batch, probability_values, threshold
+    from carvana_seg.recipe.recipe import Recipe
+    from carvana_seg.recipe.runs import batch_runs
+
+    keep_freed_memory()
+    dev = torch.device(device)
+    recipe = Recipe.load(recipe_path).replace(data_root=str(data))
+    members, recipe = load_members(recipe, dev)
+    layout = CarvanaLayout(data)
+    ids = layout.test_ids[:photos]
+    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=recipe.refine is not None)
+    old_dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=False)  # the old chain decoded its guide later
+    refine = {"radius": recipe.refine.radius, "eps": recipe.refine.eps} if recipe.refine else None
+    split: dict[str, dict[str, float]] = {"new": {}, "old": {}}
+
+    @contextmanager
+    def clock(chain: str, stage: str):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        yield
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if timed:
+            split[chain][stage] = split[chain].get(stage, 0.0) + (time.perf_counter() - start) * 1000 / photos
+
+    def old_mask(levels: list, weights: tuple, size: tuple[int, int], photo: Path, refine: dict | None, level: int):
+        return (old_chain.old_levels(levels, weights, size, photo, refine) >= level).astype("uint8")
+
+    def old_finish(mask, steps: tuple[str, ...]) -> str:
+        for step in steps:
+            mask = old_chain.POSTPROCESS[step](mask)
+        return old_chain.rle_encode(mask)
+
+    batches = [list(range(first, min(first + batch_size, photos))) for first in range(0, photos, batch_size)]
+    for n, indices in enumerate([batches[0], *batches]):  # the first batch twice: its first pass warms up (allocations, kernel choice) and is not counted
+        timed = n > 0
+        size = image_size(layout.image_path(ids[indices[0]], "test"))
+        with clock("new", "decode: loader items (views in draft mode, luma guide)"):
+            items = [dataset[i] for i in indices]
+        views = [torch.stack([item["views"][k] for item in items]).to(dev) for k in range(len(members))]
+        guide = torch.stack([item["guide"] for item in items]).to(dev) if recipe.refine else None
+        with clock("new", "networks: every fold x view"):
+            maps = [member_levels(m, views[k], recipe.views) for k, m in enumerate(members)]
+        with clock("new", "blend, upsample, guided filter"):
+            values = probability_values(recipe, maps, size, guide)
+        with clock("new", "threshold, run boundaries to the host"):
+            runs = batch_runs(threshold(recipe, values))
+        with clock("new", "post-processing + RLE on runs"):
+            encode_batch(recipe, runs)
+        with clock("old", "decode: loader items (views in draft mode)"):
+            [old_dataset[i] for i in indices]
+        host = [m.cpu().numpy() for m in maps]
+        with clock("old", "blend, upsample, guide decoded again (RGB), guided filter, threshold"):
+            masks = [old_mask([p[j] for p in host], recipe.weights, size, layout.image_path(ids[i], "test"), refine, recipe.threshold_level) for j, i in enumerate(indices)]
+        with clock("old", "post-processing + RLE on pixels"):
+            [old_finish(mask, recipe.postprocess) for mask in masks]
+    old = split["old"]
+    split["old"] = {"decode: loader items (views in draft mode)": old.pop("decode: loader items (views in draft mode)"),
+                    "networks: every fold x view": split["new"]["networks: every fold x view"], **old}  # the same networks
+    return split
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory since exec (VmHWM; ru_maxrss would carry the parent's over a fork)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -196,6 +281,7 @@ def main() -> None:
                     runs.setdefault((chain, count), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
                     print(repeat, runs[chain, count][-1], flush=True)
         rows = [min(runs[chain, count], key=lambda r: r["seconds"]) for count in args.counts for chain in args.chains]  # the fastest of the repeats
+        split = stage_split(recipe, test_folder(work, args.counts[-1]), args.device, args.batch_size)
         extra = args.counts[-1] - args.counts[0]
         decode = decode_seconds(test_folder(work, args.counts[-1]), extra, args.repeats)
         dice = agreement(work / f"old{args.counts[-1]}.csv", work / f"new{args.counts[-1]}.csv", test_folder(work, args.counts[-1])) if len(args.chains) == 2 else None
@@ -219,10 +305,19 @@ def main() -> None:
         "| --- | ---: | ---: | ---: |",
         *marginal,
         "",
+        "Where the time goes: milliseconds a photo in each stage, one stage at a time in one process "
+        f"({torch_threads()} torch threads, no loader workers, no overlap between stages; 16 photos):",
+        "",
+        "| chain | stage | ms a photo |",
+        "| --- | --- | ---: |",
+        *[f"| {chain} | {stage} | {ms:.1f} |" for chain, stages in split.items() for stage, ms in stages.items()],
+        *[f"| {chain} | **total** | **{sum(stages.values()):.1f}** |" for chain, stages in split.items()],
+        "",
         ("" if dice is None else f"Old vs new chain, per-photo Dice between their masks on the {len(dice)} photos: min {dice.min():.6f}, "
          f"median {np.median(dice):.6f}, mean {dice.mean():.6f} (resampling and rounding only)."),
     ])
-    write_result(f"predict_{args.shape}_{args.device}", f"Test prediction, old chain vs new ({args.shape} recipe shape, {args.device})", body)
+    counts = "" if args.counts == parser.get_default("counts") else "_" + "_".join(map(str, args.counts))
+    write_result(f"predict_{args.shape}_{args.device}{counts}", f"Test prediction, old chain vs new ({args.shape} recipe shape, {args.device})", body)
 
 
 if __name__ == "__main__":
