@@ -14,7 +14,7 @@ import torch
 from carvana_seg.core import kernels
 from carvana_seg.core.metrics import dice_per_image
 from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
-from carvana_seg.recipe.runs import Runs, batch_runs, dice
+from carvana_seg.recipe.runs import Runs, batch_runs, dice, row_sums
 from carvana_seg.rle import rle_encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -62,9 +62,10 @@ def test_components_are_opencvs_numbered_in_raster_order():
 
 
 def test_largest_component_tie_keeps_the_first_in_raster_order():
+    """The rule on an exact tie (OpenCV's own label order follows its 2x2 block scan)."""
     mask = np.zeros((10, 10), np.uint8)
-    mask[6:8, 1:3] = 1  # first by its top row ...
-    mask[1:3, 6:8] = 1  # ... no: this one starts higher, so it comes first
+    mask[6:8, 1:3] = 1  # 4 pixels, further left but lower
+    mask[1:3, 6:8] = 1  # 4 pixels whose first pixel (row 1) comes first in raster order: kept
     kept = largest_component(Runs.from_mask(mask)).to_mask()
     assert kept[1, 6] == 1 and kept[6, 1] == 0
     assert np.array_equal(kept, old_chain.largest_component(mask))
@@ -78,7 +79,7 @@ def test_runs_round_trip_complement_rle_and_dice():
         assert np.array_equal(runs.complement().to_mask(), 1 - mask), k
         assert runs.to_rle() == rle_encode(mask), k  # runs that wrap a row end join, as in the flattened RLE
         truth = (rng.random(mask.shape) < 0.4).astype(np.uint8)
-        assert dice(runs, truth) == pytest.approx(dice_per_image(mask[None], truth[None])[0], abs=1e-12), k
+        assert dice(runs, row_sums(truth)) == pytest.approx(dice_per_image(mask[None], truth[None])[0], abs=1e-12), k
     assert len(Runs.from_mask(np.zeros((4, 4), np.uint8))) == 0 and Runs.from_mask(np.zeros((4, 4), np.uint8)).to_rle() == ""
 
 

@@ -41,6 +41,7 @@ def check_kernels(device: torch.device) -> list[str]:
     pairs = {
         "resize_bilinear": (kernels.resize_bilinear(on(small), SIZE, "torch"), kernels.resize_bilinear(small, SIZE, "opencv")),
         "resize_area": (kernels.resize_area(on(full), half, "torch"), kernels.resize_area(full, half, "opencv")),
+        "resize_area_fractional": (kernels.resize_area(on(full), (640, 960), "torch"), kernels.resize_area(full, (640, 960), "opencv")),  # --decode device's 1918 -> 960 (a matmul)
         "box_mean": (kernels.box_mean(on(full), 9, "torch"), kernels.box_mean(full, 9, "opencv")),
         "multiply_add": (kernels.multiply_add(on(a), on(photo), on(b), "torch"), kernels.multiply_add(a.clone(), photo, b, "opencv")),
     }

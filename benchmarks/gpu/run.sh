@@ -124,11 +124,13 @@ step() {  # step LETTER NAME CAP RESULT_MD COMMAND... : one step, its own timeou
     echo "=================== environment ($(date -u '+%Y-%m-%d %H:%M:%S UTC'))"
     echo "host $(uname -srm), $(nproc) CPUs"
     free -g 2>/dev/null | head -2
-    # 14 loader workers hand batches over in /dev/shm (GBs in flight); a container's default 64 MB would kill them
+    # 14 loader workers hand batches over in /dev/shm (GBs in flight): a small one is reported, and the
+    # predict step then runs with fewer workers rather than reconfiguring the lent machine
     shm_mb=$(df -Pm /dev/shm 2> /dev/null | awk 'NR == 2 {print $2}')
     echo "/dev/shm: ${shm_mb:-?} MB"
-    if [[ $DEVICE == cuda && -n $shm_mb ]] && ((shm_mb < 16384)); then
-        mount -o remount,size=48g /dev/shm && echo "/dev/shm remounted: $(df -Pm /dev/shm | awk 'NR == 2 {print $2}') MB" || echo "!!! /dev/shm could not be enlarged"
+    if [[ $DEVICE == cuda && -n $shm_mb ]] && ((shm_mb < 4096)); then
+        echo "!!! /dev/shm is only ${shm_mb} MB: predict and decode run with 2 loader workers"
+        PREDICT_WORKERS=2 DECODE_WORKERS=2
     fi
     if command -v nvidia-smi > /dev/null; then timeout 30 nvidia-smi; else echo "no nvidia-smi"; fi
     echo "python: $(command -v "$PY") $("$PY" -V 2>&1)"

@@ -77,6 +77,10 @@ def decode(jpegs: Sequence[torch.Tensor], paths: Sequence[Path], device: torch.d
     A photo that does not decode is a DataError naming it (found by decoding them one by one)."""
     decode_jpeg, modes = decoder()
     read_mode = modes.RGB if mode == "rgb" else modes.GRAY
+    if device.type == "cuda":
+        # nvJPEG may write its outputs before the work already queued on this stream has run, into
+        # blocks the caching allocator just recycled from that work (pytorch/vision#9606): let it finish
+        torch.cuda.current_stream(device).synchronize()
     try:
         images = decode_jpeg(list(jpegs), mode=read_mode, device=device)
     except RuntimeError:

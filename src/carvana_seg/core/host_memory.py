@@ -2,11 +2,11 @@
 
 The chain allocates maps of 2.4-10 MB a photo. glibc's malloc serves blocks that large with
 mmap and returns them to the kernel when freed (or trims them off the heap), so each new
-photo pays a page fault for every 4 KiB it touches: on the 2-core machine that was 40% of
-the guided filter's time (26.2 vs 15.6 ms a photo, /usr/bin/time: 1.9 vs 1.2 s of system
-time for the same work). Raising the mmap and trim thresholds keeps those blocks in the
-heap for the next photo; peak memory is unchanged (it is the largest working set either
-way). Linux/glibc only; elsewhere this does nothing.
+photo pays a page fault for every 4 KiB it touches: on the 2-core machine a large share of
+the guided filter's time went to the kernel. Raising the mmap and trim thresholds keeps
+those blocks in the heap for the next photo; peak memory is unchanged (it is the largest
+working set either way). It sets malloc for the whole process, once, from
+`predict_submission` and `tune`. Linux/glibc only; elsewhere this does nothing.
 """
 
 from __future__ import annotations

@@ -120,8 +120,8 @@ def multiply_add(a: torch.Tensor, photo: torch.Tensor, b: torch.Tensor, backend:
 def rounds_to_at_least(values: torch.Tensor, level: int, backend: str | None = None) -> torch.Tensor:
     """Bool mask of the pixels whose level `quantize(values)` would be >= `level`, without
     rounding: rint(x) >= L exactly when x > L - 0.5, or x == L - 0.5 for an even L (half to even)."""
-    if level <= 0:
-        return torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    if level <= 0 or level > 255:  # every level reaches 0; none reaches past 255
+        return torch.full(values.shape, level <= 0, dtype=torch.bool, device=values.device)
     edge = level - 0.5  # exact in float32
     if _use_opencv(values, backend):
         compare = np.greater_equal if level % 2 == 0 else np.greater

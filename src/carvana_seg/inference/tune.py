@@ -45,7 +45,7 @@ from carvana_seg.recipe.chain import blend, finish, probability_levels, threshol
 from carvana_seg.recipe.postprocess import POSTPROCESS
 from carvana_seg.recipe.recipe import Member as RecipeMember
 from carvana_seg.recipe.recipe import Recipe, Refine
-from carvana_seg.recipe.runs import Runs, dice
+from carvana_seg.recipe.runs import Runs, dice, row_sums
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2
@@ -201,9 +201,10 @@ def postprocess_scores(
     rows = np.zeros((len(members[0].oof.ids), len(variants)))
 
     def one(runs: Runs, truth: np.ndarray) -> list[float]:
-        return [dice(finish(v, runs), truth) for v in variants]
+        truth_sums = row_sums(truth)
+        return [dice(finish(v, runs), truth_sums) for v in variants]
 
-    with ThreadPoolExecutor(2) as pool:  # OpenCV releases the GIL
+    with ThreadPoolExecutor(2) as pool:  # numpy releases the GIL in the row sums
         for indices, size, truth, guide in original_size_batches(members[0].oof, layout, recipe.refine is not None, device, desc="post-processing"):
             runs = thresholded_runs(recipe, member_maps(members, indices, device), size, guide)
             rows[indices] = list(pool.map(one, runs, truth.cpu().numpy()))
