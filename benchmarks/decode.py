@@ -6,7 +6,7 @@ through a DataLoader with N workers and make each member's network input and the
 `--device` (`TestPhotos.on_device`). `cpu` is draft-mode decoding in the workers plus the
 luma plane at full size; `device` is the workers reading the files' bytes and the main
 process decoding the batch on the device (the guide from a second, luma-only decode: `gray`,
-or from the RGB decode: `rgb`). Photos: 1918x1280 synthetic ones (`data/synthetic.py`), and
+or from the RGB decode: `rgb`). Photos: 1918x1280 synthetic ones (`data/synthetic/`), and
 the real ones of `--real` when that folder exists (skipped with a message when it does not).
 Each figure is the best of `--repeat` passes over all photos through one DataLoader (its
 workers started once, as in prediction), after one warm-up batch.

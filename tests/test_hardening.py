@@ -337,7 +337,7 @@ def test_rle_parser_rejects_overflowing_numbers():
 # ---- 9: synthetic data published only when complete; incomplete cars warned about -------
 def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
     calls = []
-    real_write_car = synthetic._write_car
+    real_write_car = synthetic.writer._write_car
 
     def fail_on_second_car(*args, **kwargs):
         calls.append(1)
@@ -345,7 +345,7 @@ def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
             raise RuntimeError("killed")
         return real_write_car(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_write_car", fail_on_second_car)
+    monkeypatch.setattr(synthetic.writer, "_write_car", fail_on_second_car)
     with pytest.raises(RuntimeError):
         synthetic.generate(tmp_path / "out", cars=2, test_cars=0, size=(48, 32))
     assert list(tmp_path.iterdir()) == []
