@@ -115,7 +115,7 @@ def main() -> None:
     table += [f"| {source} | {workers} | {decode} | {guide} | {rate:.1f} |" for source, workers, decode, guide, rate in rows]
     measured = sorted({source for source, *_ in rows})
     cuda_note = (
-        "The CUDA figure is **unmeasured**: this session had no GPU. Measure it with "
+        "The CUDA figure is not measured on a GPU yet. Measure it with "
         "`python benchmarks/decode.py --device cuda --workers 14 --batch-size 32 --count 512` "
         "(writes `benchmarks/results/decode_cuda.md`)."
         if args.device == "cpu"

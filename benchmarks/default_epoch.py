@@ -1,4 +1,4 @@
-"""How long one epoch of a run with no config takes on the demo data (issue 17, item 2).
+"""How long one epoch of a run with no config takes on the demo data.
 
 `python scripts/train_fold.py --fold 0` without --config uses configs/default.yaml; this runs
 exactly that for one epoch (train.epochs=1; everything else as the file says) on the demo's

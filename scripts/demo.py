@@ -1,8 +1,14 @@
-"""The main job end to end (what `make demo` runs): synthetic Carvana-style data (or --data
-DIR), grouped folds, the ablation set on every fold, an hflip-TTA ensemble tuned on OOF,
-a validated submission and the leaderboard.
+"""Run the whole chain end to end, from data to a validated submission and the leaderboard.
 
-    python scripts/demo.py [--data ../shared/carvana] [key=value ...]
+    python scripts/demo.py
+    python scripts/demo.py --data ../shared/carvana
+    python scripts/demo.py --data ../shared/carvana train.epochs=1 data.size=64x96
+
+What `make demo` runs: synthetic Carvana-style data (or the Carvana-layout folder --data DIR),
+grouped folds, the ablation set on every fold, an hflip-TTA ensemble tuned on OOF, a validated
+submission and the leaderboard. Rerunning it skips what is done.
+
+Manual: docs/data.md (the demo on real data), README.md (`make demo`)
 """
 
 import argparse

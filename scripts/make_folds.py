@@ -1,6 +1,14 @@
 """Write grouped, area-stratified folds for a dataset: `folds.csv` (img, car, fold).
 
-    python scripts/make_folds.py --config configs/demo/unet_plain.yaml [data.root=DIR data.folds=5] [--force]
+    python scripts/make_folds.py --config configs/demo/unet_res.yaml
+    python scripts/make_folds.py --config configs/carvana_cpu/unet_res_256_shuffle.yaml
+    python scripts/make_folds.py --config configs/demo/unet_res.yaml data.folds=5 data.folds_file=input/folds/demo_5.csv
+
+The file is data.folds_file (default <data.root>/folds.csv), made once per data folder and
+reused by every experiment; an existing file with another split is refused unless --force
+replaces it (then retrain every experiment).
+
+Manual: docs/data.md
 """
 
 import sys

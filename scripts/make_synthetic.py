@@ -1,10 +1,14 @@
 """Generate synthetic Carvana-style data in the competition's layout (the project's default data).
 
     python scripts/make_synthetic.py --out input/synthetic --cars 8 --test-cars 2 --size 1918x1280 --seed 0
+    python scripts/make_synthetic.py --out input/synthetic_small --cars 4 --test-cars 1 --size 480x320
+    python scripts/make_synthetic.py --out input/synthetic --cars 16 --seed 1 --force
 
 Writes train/, train_masks/ (palette GIFs, 0/1), train_masks.csv, test/, sample_submission.csv and
 metadata.csv. Same arguments give byte-identical files. Refuses a non-empty --out unless --force.
 The data is written into a hidden `.<out>.*.partial` folder first: --out appears only when complete.
+
+Manual: docs/data.md
 """
 
 import argparse

@@ -1,9 +1,12 @@
 """A preview grid of a Carvana-layout folder: rows are cars, columns angles, mask tinted and outlined.
 
     python scripts/preview_synthetic.py --data input/synthetic --out docs/synthetic_preview.png
+    python scripts/preview_synthetic.py --data ../shared/carvana --out /tmp/carvana_preview.png --cars 2
 
 Shows at a glance whether masks sit exactly on the cars (thin parts in, shadow out).
 The PNG is palette-quantised so the 4x4 grid of 480x320 thumbnails stays small.
+
+Manual: docs/data.md
 """
 
 import argparse

@@ -1,8 +1,12 @@
 """Print a model's layer table, `Total params` and mult-adds (torchinfo) and its forward GFLOPs.
 
-    python scripts/summarize_model.py --config FILE [key=value ...] [--input-size 3x320x480]
+    python scripts/summarize_model.py --config configs/demo/unet_res.yaml --input-size 3x96x144
+    python scripts/summarize_model.py --config configs/carvana_cpu/unet_res_256_shuffle.yaml
+    python scripts/summarize_model.py --config configs/demo/unet_plain.yaml model.block=se model.base_channels=32
 
 Without --input-size the model is summarized at model.in_channels x data.size.
+
+Manual: docs/training.md
 """
 
 from __future__ import annotations

@@ -71,3 +71,16 @@ def trained(tmp_path_factory) -> Path:
     tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
     train_experiments([load_config(tiny, [*common, "exp.name=plain"]), load_config(tiny, [*common, "exp.name=se", "model.block=se"])])
     return work
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Every entry under `root`, links not followed: a file's bytes, a link's target, or "dir";
+    what a refused command must leave exactly as it was."""
+    import os
+
+    found = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top, name)
+            found[path.relative_to(root).as_posix()] = os.readlink(path) if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes()
+    return found

@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tree
 
 from carvana_seg.core.metrics import dice_per_image
+from carvana_seg.errors import PipelineError
 from carvana_seg.inference import onnx_backend
-from carvana_seg.inference.bundle import BundleError, export_bundle, load_bundle, verify_bundle
+from carvana_seg.inference.bundle import BundleError, export_bundle, load_bundle, sha256, verify_bundle
 from carvana_seg.inference.submit import predict_submission
 from carvana_seg.recipe.recipe import Member, Recipe, Refine
 from carvana_seg.rle import rle_decode
@@ -154,3 +156,159 @@ def test_the_onnxruntime_backend_without_onnx_files_says_how_to_make_them(bundle
     with pytest.raises(Exception, match=r"plain fold 0: no ONNX model at .*fold0/model.onnx: export the bundle with scripts/export.py --onnx"):
         predict_submission(load_bundle(bundle), out=bundle.parent / "x.csv", workers=0, backend="onnxruntime")
     json.loads((bundle / "manifest.json").read_text())  # untouched
+
+
+def restamp(root: Path, rel: str) -> None:
+    """Set the manifest's size and sha256 of `rel` to the file's, as someone editing a bundle by hand would."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"][rel] = {"size": (root / rel).stat().st_size, "sha256": sha256(root / rel)}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.mark.parametrize("key, value", [("runs_dir", "absolute"), ("runs_dir", "../../runs"), ("folds", 3)])
+def test_a_recipe_member_outside_the_manifest_is_refused_even_when_the_manifest_was_updated(bundle, trained, tmp_path, key, value):
+    copy = Path(shutil.copytree(bundle, tmp_path / "up" / "kaggle" / "blend"))
+    shutil.copytree(trained / "runs", tmp_path / "up" / "runs")  # what ../../runs reaches: weights the manifest never checked
+    value = str(tmp_path / "up" / "runs") if value == "absolute" else value
+    recipe = json.loads((copy / "recipe.json").read_text())
+    recipe["members"][0][key] = value
+    (copy / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    restamp(copy, "recipe.json")
+    verify_bundle(copy)  # every file matches the manifest
+    before = tree(tmp_path)
+    with pytest.raises(BundleError) as err:
+        load_bundle(copy)
+    where = f"{copy / 'recipe.json'}: members[0]"
+    expected = (
+        f"{where}.runs_dir: {value!r} is not a folder inside the bundle (export writes 'runs')" if key == "runs_dir"
+        else f"{where} (plain): {copy / 'runs/plain/fold2/model.safetensors'} is not a file {copy / 'manifest.json'} lists"
+    )
+    assert str(err.value) == expected
+    if str(value).startswith("/"):  # and from the command line: one line, exit 1, no submission
+        done = subprocess.run(
+            [sys.executable, "scripts/predict.py", "--bundle", str(copy), f"data.root={trained / 'data'}", "--out", str(tmp_path / "s.csv")],
+            cwd=REPO, env=ENV, capture_output=True, text=True, check=False,
+        )
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [f"error: {expected}"], done.stderr
+    assert tree(tmp_path) == before
+
+
+def test_a_member_config_swapped_for_another_experiments_is_refused(bundle, tmp_path):
+    copy = Path(shutil.copytree(bundle, tmp_path / "blend"))
+    shutil.copyfile(copy / "runs/se/config.yaml", copy / "runs/plain/config.yaml")  # plain's weights would be looked up under runs/se
+    restamp(copy, "runs/plain/config.yaml")
+    with pytest.raises(BundleError) as err:
+        load_bundle(copy)
+    assert str(err.value) == f"{copy / 'recipe.json'}: members[0] (plain): {copy / 'runs/plain/config.yaml'} is the config of 'se': export the bundle again"
+
+
+def break_manifest(manifest: dict, how: str) -> object:
+    if how == "entry without sha256":
+        del manifest["files"]["recipe.json"]["sha256"]
+    elif how == "entry a string":
+        manifest["files"]["recipe.json"] = "0" * 64
+    elif how == "files a list":
+        manifest["files"] = sorted(manifest["files"])
+    elif how == "files null":
+        manifest["files"] = None
+    elif how == "no kind":
+        del manifest["kind"]
+    elif how == "a list":
+        return [manifest]
+    return manifest
+
+
+@pytest.mark.parametrize(
+    "how, problem",
+    [
+        ("entry without sha256", "files['recipe.json']: expected {\"size\": bytes, \"sha256\": 64 hex digits}, got {\"size\": "),
+        ("entry a string", "files['recipe.json']: expected {\"size\": bytes, \"sha256\": 64 hex digits}, got \"000"),
+        ("files a list", "files: expected an object of path -> {size, sha256}, got [\"recipe.json\", "),
+        ("files null", "files: expected an object of path -> {size, sha256}, got null"),
+        ("no kind", "not a manifest scripts/export.py wrote: its \"kind\" is not 'carvana-seg inference bundle'"),
+        ("a list", "not a manifest scripts/export.py wrote"),
+    ],
+)
+def test_a_malformed_manifest_is_one_line(bundle, trained, tmp_path, how, problem):
+    copy = Path(shutil.copytree(bundle, tmp_path / "blend"))
+    manifest_path = copy / "manifest.json"
+    manifest_path.write_text(json.dumps(break_manifest(json.loads(manifest_path.read_text()), how)))
+    before = tree(tmp_path)
+    with pytest.raises(BundleError) as err:
+        load_bundle(copy)
+    message = str(err.value)
+    assert message.startswith(f"{manifest_path}: {problem}") and "\n" not in message, message
+    if how == "files null":
+        done = subprocess.run(
+            [sys.executable, "scripts/predict.py", "--bundle", str(copy), f"data.root={trained / 'data'}", "--out", str(tmp_path / "s.csv")],
+            cwd=REPO, env=ENV, capture_output=True, text=True, check=False,
+        )
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [f"error: {message}"], done.stderr
+    assert tree(tmp_path) == before
+
+
+def test_export_replaces_nothing_but_a_bundle_it_wrote(bundle, tmp_path):
+    recipe = bundle.parent.parent / "blend.recipe.json"
+    other = tmp_path / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "manifest.json").write_text("{}")
+    (other / "sub" / "important.txt").write_text("mine")
+    before = tree(tmp_path)
+    done = subprocess.run([sys.executable, "scripts/export.py", "--recipe", str(recipe), "--out", str(other)], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {other} exists and is not a bundle export wrote: {other / 'manifest.json'}: not a manifest scripts/export.py wrote: "
+        "its \"kind\" is not 'carvana-seg inference bundle' (from an older version? export it again); choose another --out, or move it away yourself"
+    ]
+    assert tree(tmp_path) == before  # no temporary folder left either
+
+    old = Path(shutil.copytree(bundle, tmp_path / "old"))
+    (old / "dataset-metadata.json").write_text('{"title": "blend", "id": "me/blend"}')  # kaggle datasets init: kept
+    assert export_bundle(recipe, old)["kind"] == "carvana-seg inference bundle"
+    assert (old / "dataset-metadata.json").read_text() == '{"title": "blend", "id": "me/blend"}' and load_bundle(old).name == "blend"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old", "other"]
+
+
+@pytest.mark.parametrize("planted, named", [("notes.txt", "notes.txt"), ("runs/plain/empty/", "runs/plain/empty"), ("link", "link")])
+def test_export_refuses_a_bundle_holding_anything_its_manifest_does_not_list(bundle, tmp_path, planted, named):
+    old = Path(shutil.copytree(bundle, tmp_path / "old"))
+    if planted.endswith("/"):
+        (old / planted).mkdir()
+    elif planted == "link":
+        (old / planted).symlink_to(tmp_path / "elsewhere")
+    else:
+        (old / planted).write_text("mine")
+    before = tree(tmp_path)
+    with pytest.raises(BundleError) as err:
+        export_bundle(bundle.parent.parent / "blend.recipe.json", old)
+    why = "a symbolic link (a bundle holds only plain files)" if planted == "link" else f"not in {old / 'manifest.json'}: a bundle holds only the files export wrote"
+    assert str(err.value) == f"{old} exists and is not a bundle export wrote: {old / named}: {why}; choose another --out, or move it away yourself"
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("out, message", [
+    ("afile.txt/b", "--out 'afile.txt/b': afile.txt is not a folder, so no bundle can be written under it; choose another --out"),
+    (".", "--out '.': name the bundle folder itself, e.g. bundles/NAME (its last part a plain name)"),
+    ("notes", "notes exists and is not a bundle export wrote: notes/keep.txt: not in notes/manifest.json: a bundle holds only the files export wrote; "
+              "choose another --out, or move it away yourself"),
+])
+def test_export_refuses_an_out_it_cannot_write_before_copying_anything(tmp_path, monkeypatch, out, message):
+    """Refused before the recipe's members are read: their weights were never trained, so
+    reaching them would be another error."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile.txt").write_text("mine")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    (tmp_path / "notes" / "manifest.json").write_text(json.dumps({"kind": "carvana-seg inference bundle", "format": 2, "files": {}}))
+    Recipe("r", (Member("never_trained", "runs", 1.0, 2),), str(tmp_path)).save(tmp_path / "r.recipe.json")
+    before = tree(tmp_path)
+    with pytest.raises(PipelineError) as err:
+        export_bundle("r.recipe.json", out)
+    assert str(err.value) == message
+    assert tree(tmp_path) == before
+
+
+def test_export_fills_an_empty_folder(bundle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    manifest = export_bundle(bundle.parent.parent / "blend.recipe.json", tmp_path / "empty")
+    assert verify_bundle(tmp_path / "empty") == manifest and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -42,3 +42,31 @@ def test_folds_of_outside_data_go_under_input_not_into_the_data_folder(tiny_layo
     assert generated_files_overrides(inside) == []  # data the user put under input/ keeps its folds beside it
     chosen = load_config(None, [f"data.root={tiny_layout}", *generated_files_overrides(tiny_layout), "data.folds_file=elsewhere.csv"])
     assert chosen.data.folds_path == Path("elsewhere.csv")
+
+
+def test_the_demo_ranks_only_its_own_experiments_and_ensemble(trained, tmp_path, monkeypatch):
+    """The quick start's `my_unet` in the same runs folder is the user's: the demo's board leaves it out."""
+    import shutil
+
+    from carvana_seg.demo import ENSEMBLE_NAME, demo_leaderboard
+    from carvana_seg.inference.tune import tune
+    from carvana_seg.reporting.leaderboard import build_leaderboard
+
+    for kind in ("runs", "oof"):
+        shutil.copytree(trained / kind, tmp_path / kind)
+    shutil.copytree(tmp_path / "runs" / "plain", tmp_path / "runs" / "my_unet")
+    shutil.copytree(tmp_path / "oof" / "plain", tmp_path / "oof" / "my_unet")
+    for config in (tmp_path / "runs").rglob("config.yaml"):
+        text = config.read_text().replace(str(trained / "runs"), str(tmp_path / "runs")).replace(str(trained / "oof"), str(tmp_path / "oof"))
+        config.write_text(text.replace("name: plain", "name: my_unet") if "my_unet" in str(config) else text)
+    monkeypatch.chdir(tmp_path)
+    tune(["plain", "se"], tmp_path / "runs", name=ENSEMBLE_NAME)
+    tune(["my_unet"], tmp_path / "runs", name="my_first")
+
+    everything = build_leaderboard(tmp_path / "runs", tta="hflip", out_dir=tmp_path)
+    assert set(everything["experiment"]) == {"plain", "se", "my_unet", f"{ENSEMBLE_NAME} (recipe)", "my_first (recipe)"}
+    board = tmp_path / "board"
+    board.mkdir()
+    table = demo_leaderboard(str(tmp_path / "runs"), ["plain", "se"], ENSEMBLE_NAME, str(board))
+    assert set(table["experiment"]) == {"plain", "se", f"{ENSEMBLE_NAME} (recipe)"}
+    assert "my_unet" not in (board / "leaderboard.md").read_text() and "my_first" not in (board / "leaderboard.md").read_text()

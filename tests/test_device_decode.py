@@ -1,7 +1,7 @@
 """`predict.py --decode device`: the batch decoded on the model's device (core/device_photos.py)
-against the default path, whose loader workers decode each photo (issue 19, build item 4).
+against the default path, whose loader workers decode each photo.
 
-There is no GPU here, so the device path runs on CPU tensors (decode_jpeg with device="cpu";
+The tests need no GPU: the device path runs on CPU tensors (decode_jpeg with device="cpu";
 `kernels.BACKEND = "torch"` for the resize arithmetic a GPU runs). The CPU path decodes in
 JPEG draft mode (DCT scaling) and the device path at full size, so their network inputs
 agree to rounding only where draft mode does not apply; elsewhere the tolerance is what DCT

@@ -1,4 +1,4 @@
-"""A new user's first hour (issue 17): a run says what it will do and how long it takes, a log
+"""A new user's first hour: a run says what it will do and how long it takes, a log
 outside a terminal gets a line per epoch (no progress-bar redraws), finished folds drop their
 resume state unless asked, and experiments can be removed by name."""
 
@@ -65,9 +65,9 @@ def claimed(tmp_path: Path, name: str) -> ExperimentPaths:
 
 def test_clean_removes_one_experiment_and_only_finished_states(tmp_path):
     keep, drop = claimed(tmp_path, "keep"), claimed(tmp_path, "drop")
-    assert experiment_folders("drop", tmp_path / "runs") == [drop.run_dir, drop.oof_dir]
+    assert experiment_folders("drop", tmp_path / "runs", tmp_path / "oof") == [drop.run_dir, drop.oof_dir]
     assert finished_states(tmp_path / "runs") == [drop.state_dir(0), keep.state_dir(0)]
-    assert remove(experiment_folders("drop", tmp_path / "runs")) > 0
+    assert remove(experiment_folders("drop", tmp_path / "runs", tmp_path / "oof")) > 0
     assert not drop.run_dir.exists() and not drop.oof_dir.exists() and keep.config.is_file()
     remove(finished_states(tmp_path / "runs"))
     assert not keep.state_dir(0).exists() and keep.state_dir(1).is_dir()  # an unfinished fold keeps what --resume needs

@@ -69,3 +69,23 @@ def test_read_only_data_folder_is_refused_with_the_fix(tiny_layout):
             write_folds(folds, tiny_layout / "folds.csv")
     finally:
         tiny_layout.chmod(0o755)
+
+
+def test_a_fold_count_mismatch_names_the_fix_and_the_fix_works(tiny_layout, tmp_path):
+    """The quick start's 4-fold folds.csv, then a 2-fold preset: refused in one line naming
+    `data.folds=4` (or another folds file), with nothing written; the named override trains."""
+    folds_file = tiny_layout / "folds.csv"
+    write_folds(make_folds(CarvanaLayout(tiny_layout), 4, seed=0), folds_file)
+    before = folds_file.read_bytes()
+    cmd = [sys.executable, "scripts/train_fold.py", "--config", "configs/tiny.yaml", "--fold", "1", f"data.root={tiny_layout}",
+           f"exp.runs_dir={tmp_path / 'runs'}", f"exp.oof_dir={tmp_path / 'oof'}", f"data.cache_dir={tmp_path / 'cache'}", "data.size=32x48", "train.epochs=1"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr and errors == [
+        f"error: {folds_file} has folds [0, 1, 2, 3], config asks for 2: pass data.folds=4 to use this file, "
+        "or data.folds_file=<another file> for a 2-fold split (scripts/make_folds.py writes it)"
+    ]
+    assert not (tmp_path / "runs").exists() and folds_file.read_bytes() == before
+    fixed = subprocess.run([*cmd, "data.folds=4"], capture_output=True, text=True, timeout=300)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert (tmp_path / "oof" / "tiny" / "fold1.npz").is_file()

@@ -1,6 +1,6 @@
 """Every GPU recipe in configs/carvana_gpu/ loads and trains one tiny epoch end to end on CPU.
 
-The recipes are sized for an H200 (bf16, 640x960 or full frames); here each runs with the same
+The recipes are sized for one large GPU (bf16, 640x960 or full frames); here each runs with the same
 model family, block, loss, soft masks and schedule at 32x48 in fp32, with U-Nets narrowed to
 base 8 and smp encoders swapped for ResNet-18 (each shipped model is also built, on the meta
 device), so a broken key, a bad combination or a model that cannot build fails in seconds.

@@ -1,4 +1,4 @@
-"""Issue 15: each bad input is refused with one line naming the file or key (no traceback),
+"""Each bad input is refused with one line naming the file or key (no traceback),
 and an interrupted step leaves a state the next run recovers from.
 
 Script-level checks run the script's `main` in-process through `carvana_seg.cli.run` (exit

@@ -175,8 +175,8 @@ class _Payload:
 
 
 def test_resume_never_unpickles_a_planted_state_file(tmp_path, data_root):
-    """issue 15: with EMA, accelerate used to load state/epoch<N>/custom_checkpoint_0.pkl with the
-    weights-only check off. The EMA is now ema.safetensors; a planted pickle is never read, and
+    """Registered with accelerate, the EMA would be loaded from state/epoch<N>/custom_checkpoint_0.pkl
+    with the weights-only check off. It is saved as ema.safetensors instead; a planted pickle is never read, and
     the resumed run still matches an uninterrupted one (so the EMA really was restored)."""
     import pickle
 
@@ -218,7 +218,7 @@ def test_no_code_loads_pickles():
     ([], 9, r"--fold 9: must be in 0..1"),
 ])
 def test_failed_first_check_claims_no_experiment(tmp_path, data_root, overrides, fold, message):
-    """issue 15 item 7: a run refused on its inputs saves no runs/<exp>/config.yaml and makes no
+    """A run refused on its inputs saves no runs/<exp>/config.yaml and makes no
     fold folder, so the corrected rerun under the same name is not called a different config."""
     from carvana_seg.errors import PipelineError
     from carvana_seg.training.cv import train_experiments

@@ -1,4 +1,4 @@
-"""Tuning keeps a step only if it adds more than tune.MIN_GAIN of CV (issue 17, item 5)."""
+"""Tuning keeps a step only if it adds more than tune.MIN_GAIN of CV."""
 
 from __future__ import annotations
 

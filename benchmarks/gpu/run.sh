@@ -1,33 +1,60 @@
 #!/usr/bin/env bash
-# The one command of a GPU session (README, "Measuring on a GPU"). Here, first: `make gpu-wheels`;
-# then one device call:  command "bash benchmarks/gpu/run.sh", carry [".gpu_wheels"], timeout_s 600.
+# Benchmarks and CUDA checks of prediction on one CUDA machine, in one command (docs/gpu.md):
 #
-# Installs the carried wheels (.gpu_wheels/: what the GPU machine lacks) into /tmp/pydeps, prints
-# nvidia-smi and the versions, then runs, each step under its own timeout and fail-soft (a step
-# that fails or times out is reported, and the next one runs):
+#   bash benchmarks/gpu/run.sh [--out DIR] [--wheels DIR] [--budget SECONDS]
+#
+#   --out DIR      where the result tables go (default benchmarks/results/); the run's logs go to
+#                  DIR/gpu_run/: summary.txt (each step's status, then the environment), <step>.log
+#                  for each step, gpu_util.csv (time, step, load average, GPU %, GPU MiB, W every 2 s)
+#   --wheels DIR   first install the wheels in DIR (no index, no dependencies) into a temporary
+#                  folder put on PYTHONPATH: for a machine without internet that lacks some of the
+#                  project's packages (`make gpu-wheels` downloads them into .gpu_wheels/)
+#   --budget S     the whole run keeps within S seconds (default 540): each step gets at most its
+#                  own cap and what is left, and a step that fails or times out is reported while
+#                  the next one runs
+#
+# Prints nvidia-smi and the versions, then runs these steps:
 #   a_predict     benchmarks/predict.py --shape real --device cuda --chains new --counts 1000 5000
-#                 --repeats 1 --batch-size 32 --workers 14 (the issue's 400 photos/s for 4 folds x 3 views);
-#                 when it fails, benchmarks/gpu/predict_diag.py shows why (appended to a_predict.log)
+#                 --repeats 1 --batch-size 32 --workers 14 (photos/s of the 4-fold x 3-view recipe;
+#                 the goal is 400/s); when it fails, benchmarks/gpu/predict_diag.py shows why
+#                 (appended to a_predict.log)
 #   b_decode      benchmarks/decode.py --device cuda --workers 14 --batch-size 32 --count 512
 #   c_cuda_check  benchmarks/gpu/cuda_check.py: the chain on CUDA against OpenCV on the CPU
-#   d_pytest      tests/test_chain.py, test_runs.py, test_device_decode.py (CPU tests: the machine's torch 2.11
-#                 and the carried wheels against the suite)
-# Everything lands in $OUT (at most 8 files come back): summary.txt (step statuses, then the
-# environment), <step>.log for each step, the two result tables (predict_real_cuda_1000_5000.md,
-# decode_cuda.md) and gpu_util.csv (time, step, load average, GPU %, GPU MiB, W every 2 s).
-# The result tables are also left out of the working tree: each step's benchmarks/results file
-# is put back as it was, since the tree there is a throw-away copy and here a dry run must not
-# overwrite the committed CPU tables.
+#   d_pytest      tests/test_chain.py, test_runs.py, test_device_decode.py (CPU tests: this
+#                 machine's torch and packages against the suite)
+# The result tables (predict_real_cuda_1000_5000.md, decode_cuda.md) land in DIR. The benchmark
+# scripts write them into benchmarks/results/; with another DIR each is copied there and the
+# benchmarks/results file is put back as it was, so a run elsewhere changes nothing in the tree.
 #
-# The whole script keeps within BUDGET seconds (default 540): each step gets at most its cap and
-# what is left. A small dry run on this CPU machine (no wheels, no GPU, about 2 minutes):
+# A small dry run on a CPU (no GPU, about 2 minutes):
 #   DEVICE=cpu COUNTS="8 16" PREDICT_BATCH=4 PREDICT_WORKERS=2 DECODE_COUNT=16 DECODE_WORKERS=2 DECODE_BATCH=4 \
-#   INSTALL_WHEELS=0 STEPS="a b c" PYTHON=.venv/bin/python OUT=/tmp/gpu_out bash benchmarks/gpu/run.sh
+#   STEPS="a b c" PYTHON=.venv/bin/python bash benchmarks/gpu/run.sh --out /tmp/gpu_out
 set -u
 START=$SECONDS
+DEST=
+WHEELS=
+BUDGET=540
+while (($#)); do
+    case $1 in
+        --out | --wheels | --budget)
+            (($# >= 2)) || { echo "error: $1 needs a value (run.sh --help)" >&2; exit 1; }
+            case $1 in --out) DEST=$2 ;; --wheels) WHEELS=$2 ;; --budget) BUDGET=$2 ;; esac
+            shift 2 ;;
+        -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: $1: unknown option (run.sh takes --out DIR, --wheels DIR, --budget SECONDS)" >&2; exit 1 ;;
+    esac
+done
+[[ $BUDGET =~ ^[0-9]+$ ]] || { echo "error: --budget $BUDGET: expected whole seconds" >&2; exit 1; }
+if [[ -n $WHEELS ]]; then  # both folders as the caller named them, before the cd below
+    compgen -G "$WHEELS/*.whl" > /dev/null || { echo "error: --wheels $WHEELS: no .whl files there (make gpu-wheels writes .gpu_wheels/)" >&2; exit 1; }
+    WHEELS=$(cd "$WHEELS" && pwd)
+fi
+if [[ -n $DEST ]]; then mkdir -p "$DEST" && DEST=$(cd "$DEST" && pwd) || exit 1; fi
 cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
-OUT=${OUT:-/tmp/gpu_run_out}
+RESULTS=$REPO/benchmarks/results
+DEST=${DEST:-$RESULTS}
+LOGS=$DEST/gpu_run
 DEVICE=${DEVICE:-cuda}
 COUNTS=${COUNTS:-1000 5000}
 PREDICT_BATCH=${PREDICT_BATCH:-32}
@@ -35,14 +62,14 @@ PREDICT_WORKERS=${PREDICT_WORKERS:-14}
 DECODE_COUNT=${DECODE_COUNT:-512}
 DECODE_WORKERS=${DECODE_WORKERS:-14}
 DECODE_BATCH=${DECODE_BATCH:-32}
-BUDGET=${BUDGET:-540}
 STEPS=${STEPS:-a b c d}
-INSTALL_WHEELS=${INSTALL_WHEELS:-1}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT"
+mkdir -p "$LOGS" || exit 1
 WORK=$(mktemp -d)
 ENV_LOG=$WORK/env.txt
 STATUS=()
+WROTE=()
+MAIN_PID=$BASHPID
 SAMPLER=
 PENDING_RESTORE=
 PYDEPS=
@@ -57,6 +84,7 @@ restore() {  # put back a results file that a step replaced ("" when none pendin
 }
 
 finish() {
+    [[ $BASHPID == "$MAIN_PID" ]] || exit 0  # a child forked just before a signal: the main shell reports
     [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
     restore "$PENDING_RESTORE"
     {
@@ -65,13 +93,13 @@ finish() {
         printf '%s\n' "${STATUS[@]}"
         echo
         cat "$ENV_LOG" 2>/dev/null
-    } > "$OUT/summary.txt"
+    } > "$LOGS/summary.txt"
     echo
     echo "=================== summary ($((SECONDS - START)) s) ==================="
     printf '%s\n' "${STATUS[@]}"
-    for f in "$OUT"/*.md; do [[ -f $f ]] && { echo; echo "----- $(basename "$f")"; cat "$f"; }; done
+    for f in "${WROTE[@]}"; do echo; echo "----- $f"; cat "$f"; done
     echo
-    echo "files in \$OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
+    echo "logs in $LOGS: $(cd "$LOGS" && ls | tr '\n' ' ')"
     rm -rf "$WORK"
 }
 trap finish EXIT
@@ -94,14 +122,14 @@ step() {  # step LETTER NAME CAP RESULT_MD COMMAND... : one step, its own timeou
     echo "$name" > "$WORK/step"
     local target=
     if [[ -n $result ]]; then
-        target=benchmarks/results/$result
+        target=$RESULTS/$result
         rm -f "$WORK/backup.md"
         [[ -f $target ]] && cp -p "$target" "$WORK/backup.md"
         rm -f "$target"
         PENDING_RESTORE=$target
     fi
     local t0=$SECONDS rc=0
-    timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1 < /dev/null || rc=$?
+    timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1 < /dev/null || rc=$?
     local took=$((SECONDS - t0)) state
     case $rc in
         0) state="ok" ;;
@@ -109,10 +137,14 @@ step() {  # step LETTER NAME CAP RESULT_MD COMMAND... : one step, its own timeou
         *) state="FAILED (rc $rc)" ;;
     esac
     echo "--- last lines of $name.log:"
-    tail -n 25 "$OUT/$name.log"
+    tail -n 25 "$LOGS/$name.log"
     if [[ -n $target ]]; then
-        if [[ -f $target ]]; then cp "$target" "$OUT/" && state+=", wrote $result"; else state+=", no $result"; fi
-        restore "$target"
+        if [[ ! -f $target ]]; then
+            state+=", no $result"
+        elif [[ $DEST == "$RESULTS" ]] || cp "$target" "$DEST/"; then
+            state+=", wrote $DEST/$result" && WROTE+=("$DEST/$result")
+        fi
+        if [[ $DEST == "$RESULTS" && -f $target ]]; then rm -f "$WORK/backup.md" && PENDING_RESTORE=; else restore "$target"; fi
     fi
     echo "--- $name: $state in ${took} s"
     STATUS+=("$name: $state in ${took} s")
@@ -125,7 +157,7 @@ step() {  # step LETTER NAME CAP RESULT_MD COMMAND... : one step, its own timeou
     echo "host $(uname -srm), $(nproc) CPUs"
     free -g 2>/dev/null | head -2
     # 14 loader workers hand batches over in /dev/shm (GBs in flight): a small one is reported, and the
-    # predict step then runs with fewer workers rather than reconfiguring the lent machine
+    # predict step then runs with fewer workers rather than changing the machine's settings
     shm_mb=$(df -Pm /dev/shm 2> /dev/null | awk 'NR == 2 {print $2}')
     echo "/dev/shm: ${shm_mb:-?} MB"
     if [[ $DEVICE == cuda && -n $shm_mb ]] && ((shm_mb < 4096)); then
@@ -134,25 +166,21 @@ step() {  # step LETTER NAME CAP RESULT_MD COMMAND... : one step, its own timeou
     fi
     if command -v nvidia-smi > /dev/null; then timeout 30 nvidia-smi; else echo "no nvidia-smi"; fi
     echo "python: $(command -v "$PY") $("$PY" -V 2>&1)"
-    if [[ $INSTALL_WHEELS == 1 ]]; then
-        if compgen -G ".gpu_wheels/*.whl" > /dev/null; then
-            echo "installing $(ls .gpu_wheels/*.whl | wc -l) carried wheels into /tmp/pydeps:"
-            ls .gpu_wheels/*.whl | xargs -n1 basename
-            timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pydeps .gpu_wheels/*.whl \
-                && echo "installed" || echo "!!! pip install of .gpu_wheels FAILED: imports below will tell what is missing"
-            PYDEPS=/tmp/pydeps
-            for pair in yaml:pyyaml tqdm:tqdm safetensors:safetensors; do  # the machine's own copy if it imports, else the carried one
-                module=${pair%%:*} wheel=${pair##*:}
-                if ! "$PY" -c "import $module" 2> /dev/null; then
-                    echo "$module does not import here: installing the carried $wheel wheel into /tmp/pydeps-fallback"
-                    timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pydeps-fallback .gpu_wheels/fallback/"$wheel"-*.whl \
-                        || echo "!!! fallback $wheel FAILED"
-                    [[ $PYDEPS == *fallback* ]] || PYDEPS=$PYDEPS:/tmp/pydeps-fallback
-                fi
-            done
-        else
-            echo "!!! no .gpu_wheels/*.whl: run 'make gpu-wheels' here and name .gpu_wheels in the call's carry"
-        fi
+    if [[ -n $WHEELS ]]; then
+        echo "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $WORK/pydeps:"
+        ls "$WHEELS"/*.whl | xargs -n1 basename
+        timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/pydeps" "$WHEELS"/*.whl \
+            && echo "installed" || echo "!!! pip install of $WHEELS FAILED: imports below will tell what is missing"
+        PYDEPS=$WORK/pydeps
+        for pair in yaml:pyyaml tqdm:tqdm safetensors:safetensors; do  # the machine's own copy if it imports, else the one in fallback/
+            module=${pair%%:*} wheel=${pair##*:}
+            if ! "$PY" -c "import $module" 2> /dev/null; then
+                echo "$module does not import here: installing $WHEELS/fallback/$wheel-*.whl into $WORK/pydeps-fallback"
+                timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/pydeps-fallback" "$WHEELS"/fallback/"$wheel"-*.whl \
+                    || echo "!!! fallback $wheel FAILED"
+                [[ $PYDEPS == *fallback* ]] || PYDEPS=$PYDEPS:$WORK/pydeps-fallback
+            fi
+        done
     fi
 } > "$ENV_LOG" 2>&1  # a group, not a subshell: PYDEPS stays set
 export PYTHONPATH=${PYDEPS:+$PYDEPS:}$REPO/src${PYTHONPATH:+:$PYTHONPATH}
@@ -187,14 +215,15 @@ EOF
 cat "$ENV_LOG"
 
 # ---------------------------------------------------------------- GPU use while the steps run
-echo "time,step,load1,gpu_util_pct,gpu_mem_mib,power_w" > "$OUT/gpu_util.csv"
+echo "time,step,load1,gpu_util_pct,gpu_mem_mib,power_w" > "$LOGS/gpu_util.csv"
 (
+    trap - EXIT INT TERM
     while :; do
         gpu=$(nvidia-smi --query-gpu=utilization.gpu,memory.used,power.draw --format=csv,noheader,nounits 2> /dev/null | head -1)
         echo "$(date -u +%T),$(cat "$WORK/step" 2> /dev/null),$(cut -d' ' -f1 /proc/loadavg 2> /dev/null),${gpu:-no nvidia-smi}"
         sleep 2
     done
-) >> "$OUT/gpu_util.csv" 2> /dev/null &
+) >> "$LOGS/gpu_util.csv" 2> /dev/null &
 SAMPLER=$!
 
 # ---------------------------------------------------------------- the steps
@@ -204,7 +233,7 @@ step a a_predict 330 "predict_real_${DEVICE}${suffix}.md" \
     "$PY" benchmarks/predict.py --shape real --device "$DEVICE" --chains new --counts $COUNTS --repeats 1 --batch-size "$PREDICT_BATCH" --workers "$PREDICT_WORKERS"
 if [[ ${STATUS[-1]} == a_predict:\ FAILED* ]]; then  # its workers' stderr is captured: the same in one process, traceback shown
     step a a_predict_diag 120 "" "$PY" benchmarks/gpu/predict_diag.py "$DEVICE" "$PREDICT_BATCH" "$PREDICT_WORKERS"
-    { echo; echo "=================== a_predict_diag.log"; cat "$OUT/a_predict_diag.log"; } >> "$OUT/a_predict.log" && rm -f "$OUT/a_predict_diag.log"  # 8 files come back at most
+    { echo; echo "=================== a_predict_diag.log"; cat "$LOGS/a_predict_diag.log"; } >> "$LOGS/a_predict.log" && rm -f "$LOGS/a_predict_diag.log"  # one log per step
 fi
 step b b_decode 200 "decode_${DEVICE}.md" \
     "$PY" benchmarks/decode.py --device "$DEVICE" --workers "$DECODE_WORKERS" --batch-size "$DECODE_BATCH" --count "$DECODE_COUNT"

@@ -229,9 +229,9 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".tar")  # checkpoint
 
 
 def local_encoder_weights(value: str | None) -> bool:
-    """`model.encoder_weights` names a local file or folder (it has a '/' or ends in .safetensors),
-    not pretrained weights smp downloads (`imagenet`, `ssl`, ...)."""
-    return value is not None and ("/" in value or value.endswith(".safetensors"))
+    """`model.encoder_weights` names a local file or folder (it has a '/' or a file suffix such as
+    `.safetensors`), not pretrained weights smp downloads (`imagenet`, `ssl`, ...: no dot in them)."""
+    return value is not None and ("/" in value or Path(value).suffix != "")
 
 
 def _check_value(key: str, value: Any) -> None:
@@ -242,7 +242,7 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if key in RANGES and not RANGES[key][0](value):
         raise ConfigError(f"{key}: must be {RANGES[key][1]}, got {value!r}")
-    if key == "model.encoder_weights" and local_encoder_weights(value) and Path(value).suffix in PICKLE_SUFFIXES:
+    if key == "model.encoder_weights" and local_encoder_weights(value) and Path(value).suffix.lower() in PICKLE_SUFFIXES:
         raise ConfigError(f"{key}: {value!r} is a pickled checkpoint, never loaded here: save the encoder's state dict with safetensors.torch.save_file")
     if key == "exp.name" and value:  # empty: named after the config file (checked then) or `default`
         try:

@@ -64,6 +64,12 @@ def staged_test_set(root: Path) -> Path:
     return stage
 
 
+def demo_leaderboard(runs_dir: str, names: list[str], ensemble: str, board_dir: str) -> pd.DataFrame:
+    """The leaderboard of the demo's own experiments and its ensemble recipe only: other
+    experiments in the same runs folder (the quick start's, say) are the user's, not the demo's."""
+    return build_leaderboard(runs_dir, tta=TTA, out_dir=board_dir, experiments=names, recipes=[f"submissions/{ensemble}.recipe.json"])
+
+
 def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overrides: list[str] = ()) -> None:
     start = time.perf_counter()
     banner("1/6 data")
@@ -89,8 +95,9 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
     recipe = tune([c.exp.name for c in cfgs], runs_dir, tta=TTA, name=ensemble)
     for exp, cv in recipe.cv["members"].items():
         print(f"  {exp:16s} CV {cv['dice_at_threshold']:.5f} (threshold {cv['threshold']:.3f})")
-    blend = recipe.cv["blend"]
+    blend, nested = recipe.cv["blend"], recipe.nested_cv
     print(f"  {'ensemble':16s} CV {blend['dice_final']:.5f} (threshold {blend['threshold']:.3f}, post-processing {' + '.join(recipe.postprocess) or 'none'})")
+    print(f"  {'nested':16s} CV {nested.mean:.5f} [{nested.low:.5f}, {nested.high:.5f}] (each fold scored by a tuning on the other folds; {nested.movement()})")
 
     banner("5/6 predicting the test set")
     has_test = (root / "test").is_dir() and (root / "sample_submission.csv").is_file()
@@ -101,8 +108,8 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
 
     banner("6/6 leaderboard")
     board_dir = "." if data is None else runs_dir
-    table = build_leaderboard(runs_dir, tta=TTA, out_dir=board_dir)
-    print(table[["experiment", "model", RANKED_BY, "fold_std", f"cv_dice_{TTA}", "unstable", "vs_baseline"]].to_string(index=False))
+    table = demo_leaderboard(runs_dir, [c.exp.name for c in cfgs], ensemble, board_dir)
+    print(table[["experiment", "model", "cv_in_sample", RANKED_BY, "fold_std", "unstable", "vs_baseline"]].to_string(index=False))
 
     minutes = (time.perf_counter() - start) / 60
     banner(f"done in {minutes:.1f} min")

@@ -18,6 +18,17 @@ def writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
+def blocking_parent(path: str | Path) -> Path | None:
+    """The nearest existing thing on the way to `path` when it is not a folder (a file, a link
+    to nothing): no folder can be made there, so `path` cannot be written. None when it can."""
+    for parent in Path(path).parents:
+        if parent.is_dir():
+            return None
+        if parent.exists() or parent.is_symlink():
+            return parent
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

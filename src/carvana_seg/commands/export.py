@@ -1,12 +1,18 @@
-"""Export a tuned recipe as an offline inference bundle: one folder with every member's fold
-weights, the recipe and a manifest (sizes and sha256), that predicts anywhere without runs/,
-oof/ or internet (a Kaggle notebook, say).
+"""Export a tuned recipe as an offline inference bundle that predicts without runs/ or internet.
 
-    python scripts/export.py --recipe submissions/NAME.recipe.json --out bundles/NAME/ [--onnx]
-    python scripts/predict.py --bundle bundles/NAME/ data.root=DIR [--backend onnxruntime]
+    python scripts/export.py --recipe submissions/NAME.recipe.json --out bundles/NAME/
+    python scripts/export.py --recipe submissions/NAME.recipe.json --out bundles/NAME/ --onnx
+    python scripts/predict.py --bundle bundles/NAME/ data.root=DIR --backend onnxruntime   # use it
 
+The bundle is one folder with every member's fold weights, the recipe and a manifest (sizes
+and sha256): all a Kaggle notebook, say, needs to predict.
 `--onnx` adds each fold model as ONNX, checked against torch with onnxruntime at export.
+An existing --out is replaced only when it is a bundle export wrote (its dataset-metadata.json
+kept) or an empty folder; any other is refused before anything is copied, naming the first file
+that is not the bundle's.
 The logic lives in carvana_seg/inference/bundle.py.
+
+Manual: docs/offline.md
 """
 
 import argparse
@@ -18,7 +24,7 @@ from carvana_seg.inference.bundle import bundle_bytes, export_bundle
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", required=True, help="submissions/<name>.recipe.json (written by scripts/tune.py)")
-    parser.add_argument("--out", required=True, help="the bundle folder, e.g. bundles/<name>/ (a plain name; replaces an older bundle there)")
+    parser.add_argument("--out", required=True, help="the bundle folder, e.g. bundles/<name>/ (a plain name; replaces only a bundle export wrote there, or an empty folder)")
     parser.add_argument("--onnx", action="store_true", help="also export each fold model to ONNX (needs onnx and onnxruntime)")
     args = parser.parse_args()
     manifest = export_bundle(args.recipe, args.out, args.onnx)

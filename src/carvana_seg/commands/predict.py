@@ -1,32 +1,40 @@
 """Predict the test set with a tuned recipe and write a validated submission CSV.
 
-    python scripts/predict.py --recipe submissions/NAME.recipe.json [data.root=DIR] [--gzip]
-    python scripts/predict.py --bundle bundles/NAME/ data.root=DIR [--backend onnxruntime]   (scripts/export.py)
-    python scripts/predict.py --recipe submissions/NAME.recipe.json --decode device   (decode the photos on the GPU)
-    accelerate launch --num_processes 2 scripts/predict.py --recipe ...   (shards the test set)
+    python scripts/predict.py --recipe submissions/NAME.recipe.json data.root=DIR --gzip
+    python scripts/predict.py --bundle bundles/NAME/ data.root=DIR --backend onnxruntime   # a bundle of scripts/export.py
+    accelerate launch --num_processes 2 scripts/predict.py --recipe submissions/NAME.recipe.json --decode device   # two GPUs, decoding there
 
-Interrupted, the same command resumes; the CSV appears only when complete and valid.
+Without data.root=DIR it predicts the test set of the data the recipe was tuned on. Several
+processes (accelerate launch, torchrun) share the test set out. Interrupted, the same command
+resumes; the CSV appears only when complete and valid.
+
+Manual: docs/submission.md (GPUs: docs/gpu.md; bundles: docs/offline.md)
 """
 
 import argparse
 
-from carvana_seg.cli import run
+from carvana_seg.cli import OneLineParser, non_negative_int, positive_int, run
 from carvana_seg.core.device_photos import DECODES
 from carvana_seg.inference.bundle import load_bundle
 from carvana_seg.inference.submit import BACKENDS, CHUNK_IMAGES, predict_submission
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--recipe", help="submissions/<name>.recipe.json")
     source.add_argument("--bundle", help="a folder written by scripts/export.py (checked against its manifest)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch", help="onnxruntime: the bundle's ONNX models (export --onnx)")
-    parser.add_argument("--out", default=None, help="default: submissions/<name>.csv beside the recipe; <name>.csv here for a bundle")
-    parser.add_argument("--gzip", action="store_true", help="write <name>.csv.gz")
-    parser.add_argument("--batch-size", type=int, default=0, help="photos per batch (default: 32 on a GPU, 4 on the CPU)")
-    parser.add_argument("--workers", type=int, default=2, help="decoding and encoding workers")
-    parser.add_argument("--chunk-images", type=int, default=CHUNK_IMAGES, help="images per resumable chunk")
+    parser.add_argument(
+        "--out", default=None,
+        help="the submission file (not a folder; a name ending in .gz is gzip-compressed); default: submissions/<name>.csv beside the recipe, "
+        "<name>.csv here for a bundle",
+    )
+    parser.add_argument("--gzip", action="store_true", help="write <name>.csv.gz (with --out, its name must end in .gz)")
+    # argparse passes a non-text default around `type`: batch size 0 (chosen by the device) is the default, refused when typed
+    parser.add_argument("--batch-size", type=positive_int, default=0, help="photos per batch (default: 32 on a GPU, 4 on the CPU)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="decoding and encoding workers (0: in the main process)")
+    parser.add_argument("--chunk-images", type=positive_int, default=CHUNK_IMAGES, help="images per resumable chunk")
     parser.add_argument(
         "--decode",
         default="cpu",

@@ -13,15 +13,15 @@ arithmetic (`core/kernels.resize_area`), rounded to whole levels as the CPU path
 resize is, and normalised as `A.Normalize()` does. Where draft mode does not apply (a member
 size above half the photo's, e.g. the GPU configs' 640x960 of a 1918x1280 photo) the inputs
 agree to rounding (at most 1 level); below it they differ by what DCT scaling does to edges
-(about 1 level on average on real photos: `tests/test_device_decode.py`,
-`benchmarks/results/decode_cpu.md`).
+(about 1 level on average on real photos: `tests/test_device_decode.py`).
 
 The guide is the photo's luma, as `core/photos.read_grey`'s. Two ways, chosen by device
 (`GUIDE_FROM`): on the CPU a second decode to the luma plane alone (libjpeg skips the
-chroma: measured faster than weighting the RGB planes here, and the same bytes as
-`read_grey`); on CUDA 0.299 R + 0.587 G + 0.114 B of the RGB already decoded, rounded (one
-elementwise pass on the device instead of a second nvJPEG decode, whose Huffman stage runs
-on the host; unmeasured: `python benchmarks/decode.py --device cuda` measures both).
+chroma: faster than weighting the RGB planes, `benchmarks/results/decode_cpu.md`, and the
+same bytes as `read_grey`); on CUDA 0.299 R + 0.587 G + 0.114 B of the RGB already decoded,
+rounded (one elementwise pass on the device instead of a second nvJPEG decode, whose Huffman
+stage runs on the host; not measured on a GPU yet: `python benchmarks/decode.py --device cuda`
+compares both).
 
 torchvision's decoders are deprecated since 0.29 (superseded by TorchCodec) and optional:
 without them `--decode device` is refused with one line (`decoder()`).

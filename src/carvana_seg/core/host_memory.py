@@ -2,10 +2,9 @@
 
 The chain allocates maps of 2.4-10 MB a photo. glibc's malloc serves blocks that large with
 mmap and returns them to the kernel when freed (or trims them off the heap), so each new
-photo pays a page fault for every 4 KiB it touches: on the 2-core machine a large share of
-the guided filter's time went to the kernel. Raising the mmap and trim thresholds keeps
-those blocks in the heap for the next photo; peak memory is unchanged (it is the largest
-working set either way). It sets malloc for the whole process, once, from
+photo pays a page fault for every 4 KiB it touches, and much of the guided filter's time
+goes to the kernel. Raising the mmap and trim thresholds keeps those blocks in the heap for
+the next photo; peak memory is unchanged (it is the largest working set either way). It sets malloc for the whole process, once, from
 `predict_submission` and `tune`. Linux/glibc only; elsewhere this does nothing.
 """
 

@@ -2,11 +2,10 @@
 
 The chain (recipe/chain.py) is written once, in torch; only these primitives differ by
 device. On CUDA they are torch ops (batched, no host round trip). On the CPU, OpenCV's SIMD
-kernels are 3-25x faster than torch's on 1918x1280 maps (a box filter 2.8 vs 70 ms, a
-threshold 0.2 vs 5 ms, a multiply-add with rounding 7 vs 21 ms, on this 2-core machine), so
-CPU tensors go through OpenCV on their own memory. Both give the same numbers up to float
-rounding: tests/test_chain.py checks the torch kernels on CPU tensors against OpenCV, which
-is how the GPU path is tested without a GPU.
+kernels (a box filter, a threshold, a multiply-add with rounding) are several times faster
+than torch's on full-size maps, so CPU tensors go through OpenCV on their own memory. Both
+give the same numbers up to float rounding: tests/test_chain.py checks the torch kernels on
+CPU tensors against OpenCV, which is how the GPU path is tested without a GPU.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     runs/<exp>/config.yaml                  the resolved config that made everything below
     runs/<exp>/fold<k>/model.safetensors    kept weights (+ config; last or best epoch, train.keep), metrics.csv, learning_curve.png
+    runs/<exp>/fold<k>/.lock                held by the process training the fold (one writer per fold)
     runs/<exp>/fold<k>/state/               accelerate state for --resume (latest.json points at it); gone once the fold finishes (train.keep_state)
     oof/<exp>/fold<k>.npz, fold<k>.json     the fold's validation probabilities and scores
 """
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carvana_seg.config import Config, ConfigError, read_saved_config, save_config
+
+FOLD_LOCK = ".lock"  # in a fold folder: held (locks.exclusive_lock) by the one process training it
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class ExperimentPaths:
 
     def state_dir(self, fold: int) -> Path:
         return self.fold_dir(fold) / "state"
+
+    def fold_lock(self, fold: int) -> Path:
+        return self.fold_dir(fold) / FOLD_LOCK
 
     def oof_npz(self, fold: int) -> Path:
         return self.oof_dir / f"fold{fold}.npz"

@@ -16,9 +16,9 @@ def read_grey(path: Path) -> np.ndarray:
 
     A JPEG is decoded to its luma plane only (libjpeg's grayscale output): Y is the same
     0.299 R + 0.587 G + 0.114 B as OpenCV's RGB->grey, without decoding the two chroma planes
-    or converting colours, so the guide costs a fraction of a full decode (about 5 vs 45 ms
-    for a 1918x1280 Carvana photo here). It differs from grey-of-RGB by 0.0006 levels on
-    average (a few saturated pixels by up to ~10, where RGB clips)."""
+    or converting colours, so the guide costs a fraction of a full decode. It differs from
+    grey-of-RGB by a small fraction of a level on average (tests/test_device_decode.py), a few
+    saturated pixels by more, where RGB clips."""
     with open_image(path, "photo") as img:
         img.draft("L", img.size)  # a no-op for formats other than JPEG
         return np.array(img.convert("L"))  # writable: it becomes a tensor

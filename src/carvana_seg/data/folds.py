@@ -38,6 +38,7 @@ def incomplete_cars(ids: list[str]) -> dict[str, int]:
 def make_folds(layout: CarvanaLayout, n_folds: int, seed: int) -> pd.DataFrame:
     """Assign each train image a fold: columns img, car, fold (sorted by img)."""
     ids = layout.train_ids
+    layout.check_mask_sources()  # the strata read train_masks.csv where training reads the GIFs
     cars = [split_id(i)[0] for i in ids]
     n_cars = len(set(cars))
     if n_folds < 2 or n_folds > n_cars:
@@ -90,7 +91,11 @@ def read_folds(path: str | Path, layout: CarvanaLayout, n_folds: int) -> pd.Data
     if list(folds.columns) != ["img", "car", "fold"]:
         raise FoldsError(f"{path}: columns {list(folds.columns)}, expected ['img', 'car', 'fold']")
     if sorted(folds["fold"].unique().tolist()) != list(range(n_folds)):
-        raise FoldsError(f"{path} has folds {sorted(folds['fold'].unique().tolist())}, config asks for {n_folds}")
+        found = sorted(folds["fold"].unique().tolist())
+        raise FoldsError(
+            f"{path} has folds {found}, config asks for {n_folds}: pass data.folds={len(found)} to use this file, "
+            f"or data.folds_file=<another file> for a {n_folds}-fold split (scripts/make_folds.py writes it)"
+        )
     missing = sorted(set(layout.train_ids) - set(folds["img"]))
     extra = sorted(set(folds["img"]) - set(layout.train_ids))
     if missing or extra:

@@ -5,8 +5,9 @@
 
 Image ids are file stems (`00087a6bd4dc_01`); a photo's `.jpg` may be in any case (`X.JPG`).
 Every problem with a file (missing mask, unreadable image, wrong mask values, size mismatch,
-a malformed RLE row, a header claiming more than `max_pixels()` pixels) is an error naming
-the file: nothing is skipped silently, because a silently skipped image changes the CV score.
+a malformed RLE row, a header claiming more than `max_pixels()` pixels, a `.jpg` that is not
+a JPEG, GIFs and train_masks.csv that disagree) is an error naming the file: nothing is
+skipped silently, because a silently skipped image changes the CV score.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from carvana_seg.rle import RLEError, rle_decode, rle_runs
 
 ID_PATTERN = re.compile(r"^(?P<car>.+)_(?P<angle>\d+)$")
 PHOTO_SUFFIX = ".jpg"  # compared case-insensitively: `X.JPG` is the photo of id X
+PHOTO_FORMATS = ("JPEG", "MPO")  # what PIL calls a JPEG file's content (MPO: a JPEG with a multi-picture extension)
+MASK_SUFFIX = "_mask.gif"  # train_masks/<id>_mask.gif
+MASK_SAMPLE = 8  # rows of train_masks.csv decoded and compared with their GIFs when both exist
 PHOTOS_PER_CAR = 16  # Carvana shoots every car from 16 angles, NN = 01..16
 
 # Decompression bombs: a 4 KB JPEG can claim 30000x30000 pixels (2.7 GB decoded). Every
@@ -83,31 +87,43 @@ def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
         raise DataError(f"cannot read {what} {path}: {err}") from err
 
 
+def _check_jpeg(img: Image.Image, path: Path) -> None:
+    """A photo's content must be a JPEG whatever its name says: `predict.py --decode device`
+    decodes JPEG only, so a PNG named `.jpg` is refused here, by both decoding paths alike."""
+    if img.format not in PHOTO_FORMATS:
+        raise DataError(f"photo {path}: its content is {img.format or 'an unknown format'}, not JPEG: save it as a JPEG (or remove it)")
+
+
 def read_image(path: Path, draft_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an RGB image as HxWx3 uint8.
+    """Read a photo (a JPEG) as HxWx3 uint8 RGB.
 
     `draft_size` (width, height) lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) that
     is still at least that size: several times faster when the image will be downscaled.
     """
     with open_image(path) as img:
+        _check_jpeg(img, path)
         if draft_size is not None:
             img.draft("RGB", draft_size)
         return np.asarray(img.convert("RGB"))
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image from its header only (checked against `max_pixels()`)."""
+    """(height, width) of a photo from its header only (a JPEG within `max_pixels()`)."""
     with open_image(path) as img:
+        _check_jpeg(img, path)
         return img.height, img.width
 
 
-def check_photos(paths: list[Path]) -> None:
-    """Read every photo's header up front: a missing, unreadable or oversized photo is a
-    one-line error naming it now, not a DataLoader worker's traceback mid-epoch."""
+def check_photos(paths: list[Path]) -> list[tuple[int, int]]:
+    """Read every photo's header up front: a missing, unreadable, oversized or non-JPEG photo
+    is a one-line error naming it now, not a DataLoader worker's traceback mid-epoch.
+    Returns each photo's (height, width)."""
+    sizes = []
     for path in paths:
         if not path.is_file():
             raise DataError(f"photo {path} is missing")
-        image_size(path)
+        sizes.append(image_size(path))
+    return sizes
 
 
 def read_mask_file(path: Path) -> np.ndarray:
@@ -125,6 +141,11 @@ def read_mask_file(path: Path) -> np.ndarray:
     raise DataError(f"mask {path}: values {present[:10].tolist()} are neither 0/1 nor 0/255")
 
 
+def _check_mask_shape(path: Path, mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
+    if tuple(mask_hw) != tuple(image_hw):
+        raise DataError(f"mask {path} is {mask_hw[1]}x{mask_hw[0]} but its image is {image_hw[1]}x{image_hw[0]}")
+
+
 def write_mask_gif(mask: np.ndarray, path: Path) -> None:
     """Write a 0/1 mask as the competition does: a palette GIF, index 0 black, 1 white."""
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
@@ -134,7 +155,8 @@ def write_mask_gif(mask: np.ndarray, path: Path) -> None:
 
 @dataclass(frozen=True)
 class CarvanaLayout:
-    """One dataset root. Masks come from `train_masks/` GIFs, else from `train_masks.csv`."""
+    """One dataset root. Masks come from `train_masks/` GIFs, else from `train_masks.csv`; where
+    both exist they must agree (`check_mask_sources`)."""
 
     root: Path
 
@@ -180,7 +202,7 @@ class CarvanaLayout:
         return self.photos(split).get(image_id, self.root / split / f"{image_id}{PHOTO_SUFFIX}")
 
     def mask_path(self, image_id: str) -> Path:
-        return self.root / "train_masks" / f"{image_id}_mask.gif"
+        return self.root / "train_masks" / f"{image_id}{MASK_SUFFIX}"
 
     @cached_property
     def rle_masks(self) -> dict[str, str]:
@@ -212,13 +234,56 @@ class CarvanaLayout:
         path = self.mask_path(image_id)
         if path.is_file():
             mask = read_mask_file(path)
-            if mask.shape != shape:
-                raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
+            _check_mask_shape(path, mask.shape, shape)
             return mask
         if image_id in self.rle_masks:
             self.rle_runs(image_id, shape)  # checked here, so an error names the file and row
             return rle_decode(self.rle_masks[image_id], shape)
-        raise DataError(f"no mask for {self.image_path(image_id)}: neither {path} nor a row in train_masks.csv")
+        raise self._no_mask(image_id)
+
+    def _no_mask(self, image_id: str) -> DataError:
+        return DataError(f"no mask for {self.image_path(image_id)}: neither {self.mask_path(image_id)} nor a row in train_masks.csv")
+
+    def check_train(self, ids: list[str]) -> None:
+        """Every header a training run reads, before it writes anything: each photo's (present,
+        a JPEG within the pixel limit), its mask's (a GIF of the photo's size, else a well-formed
+        row of train_masks.csv), then `check_mask_sources`. Nothing is decoded but that sample."""
+        for image_id, shape in zip(ids, check_photos([self.image_path(i) for i in ids])):
+            path = self.mask_path(image_id)
+            if path.is_file():
+                with open_image(path, "mask") as img:
+                    _check_mask_shape(path, (img.height, img.width), shape)
+            elif image_id in self.rle_masks:
+                self.rle_runs(image_id, shape)
+            else:
+                raise self._no_mask(image_id)
+        self.check_mask_sources()
+
+    def check_mask_sources(self) -> None:
+        """`train_masks/` GIFs and `train_masks.csv`, when both exist, must hold the same masks:
+        training reads the GIFs, the folds' area strata read the CSV. Checked: the same ids both
+        ways, and `MASK_SAMPLE` rows spread evenly over the sorted ids decoding to their GIFs (a
+        fixed sample, cheap on the full data set). The first disagreement is one error naming
+        the id and the file."""
+        csv = self.root / "train_masks.csv"
+        gifs = {p.name.removesuffix(MASK_SUFFIX): p for p in sorted((self.root / "train_masks").glob(f"*{MASK_SUFFIX}"))}
+        if not gifs or not csv.is_file():
+            return
+        rows = self.rle_masks
+        fix = "train_masks/ and train_masks.csv must hold the same masks: correct one, or move one away to use the other alone"
+        without_gif, without_row = sorted(set(rows) - set(gifs)), sorted(set(gifs) - set(rows))
+        if without_gif:
+            raise DataError(f"{csv}: row {without_gif[0]}.jpg has no {self.mask_path(without_gif[0])} ({len(without_gif)} rows without a GIF in all): {fix}")
+        if without_row:
+            raise DataError(f"{gifs[without_row[0]]} has no row in {csv} ({len(without_row)} GIFs without a row in all): {fix}")
+        ids = sorted(rows)
+        for index in sorted(set(np.linspace(0, len(ids) - 1, min(MASK_SAMPLE, len(ids))).round().astype(int))):
+            image_id = ids[index]
+            gif = read_mask_file(gifs[image_id])
+            self.rle_runs(image_id, gif.shape)  # a malformed row is named as such
+            differ = int(np.count_nonzero(rle_decode(rows[image_id], gif.shape) != gif))
+            if differ:
+                raise DataError(f"{csv}: row {image_id}.jpg differs from {gifs[image_id]} in {differ:,} pixels: {fix}")
 
     def mask_area(self, image_id: str) -> float:
         """Fraction of foreground pixels; from train_masks.csv when it has the row (no decoding)."""

@@ -1,8 +1,9 @@
 """Write a dataset folder in a hidden staging folder and publish it only when complete.
 
-Why: a generator killed halfway used to leave a folder that looked like a dataset (22 photos,
-one car with 6 of its 16 angles, no CSVs) and was accepted by make_folds. Now a killed run
-leaves only a hidden `.<name>.<random>.partial` folder beside the output, which nothing reads.
+Why: a generator killed halfway through writing in place would leave a folder that looks like
+a dataset (some photos, a car missing some of its 16 angles, no CSVs) and that make_folds would
+accept. Staged, a killed run leaves only a hidden `.<name>.<random>.partial` folder beside the
+output, which nothing reads.
 """
 
 from __future__ import annotations

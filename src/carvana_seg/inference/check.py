@@ -15,11 +15,34 @@ HEADER = ["img", "rle_mask"]
 MAX_REPORTED = 10
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gzip_named(path: Path) -> bool:
+    """A submission named *.gz is gzip-compressed, any other is plain text: the name decides."""
+    return path.suffix.lower() == ".gz"
+
+
+def _gzipped(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     """Plain or gzip-compressed CSV, told apart by the gzip magic bytes, not the name."""
-    with open(path, "rb") as handle:
-        compressed = handle.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", newline="") if compressed else open(path, newline="")
+    return gzip.open(path, "rt", newline="") if _gzipped(path) else open(path, newline="")
+
+
+def name_mismatch(path: str | Path) -> str | None:
+    """Why the file's content does not match its name (None when it does, or there is no file):
+    gzip data in a file not named .gz, or plain text in one that is. What reads it (an upload
+    form, `pandas.read_csv`) goes by the name."""
+    path = Path(path)
+    if not path.is_file() or _gzipped(path) == gzip_named(path):
+        return None
+    if gzip_named(path):
+        return f"{path}: named .gz but not gzip-compressed: rename it without .gz, or compress it"
+    return f"{path}: gzip-compressed but not named .gz: rename it to {path.name}.gz"
 
 
 def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int, int] | Callable[[str], tuple[int, int]] = (1280, 1918)) -> list[str]:

@@ -13,11 +13,12 @@ up to the thresholded masks' runs, batched on the device (recipe/chain.py); a th
 post-processes the runs and writes their RLE (on the CPU it runs each photo's whole chain,
 beside the next batch's networks); finished chunks are written as soon as their last line
 is encoded. Memory is bounded by the batches in flight, whatever the test set's size
-(peak RSS 937 MiB at 1,000 photos, 933 MiB at 5,000: benchmarks/results/predict_tiny_cpu_1000_5000.md).
+(docs/benchmarks.md has the peak memory at 1,000 and 5,000 photos).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -43,9 +44,10 @@ from carvana_seg.data.dataset import build_transform
 from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
 from carvana_seg.data.sources import resize_image
 from carvana_seg.errors import PipelineError
-from carvana_seg.inference.check import check_submission
+from carvana_seg.inference.check import check_submission, gzip_named
 from carvana_seg.inference.onnx_backend import load_onnx_fold, onnx_path
-from carvana_seg.io_utils import atomic_path
+from carvana_seg.io_utils import atomic_path, blocking_parent
+from carvana_seg.locks import exclusive_lock
 from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.chain import apply_recipe
 from carvana_seg.recipe.recipe import Recipe
@@ -175,6 +177,16 @@ def read_sizes(layout: CarvanaLayout, ids: list[str], indices: list[int], show: 
     return sizes
 
 
+def join_parts(dest: Path, parts: list[Path], name: str) -> None:
+    """Write the CSV header and the chunks' lines into `dest`, gzip-compressed when the final
+    file's `name` ends in .gz. The gzip header records that name (less .gz) and time 0, never
+    the temporary file's, so the same chunks always give the same bytes."""
+    with open(dest, "wb") as raw, (gzip.GzipFile(name, "wb", fileobj=raw, mtime=0) if gzip_named(Path(name)) else contextlib.nullcontext(raw)) as handle:
+        handle.write(b"img,rle_mask\n")
+        for part in parts:
+            handle.write(part.read_bytes())
+
+
 def predict_chunks(
     recipe: Recipe, members: list[LoadedMember], dataset: TestPhotos, chunks: list[list[int]], todo: list[int], sizes: dict[int, tuple[int, int]],
     parts_dir: Path, device: torch.device, workers: int, batch_size: int, show: bool,
@@ -213,7 +225,8 @@ def predict_submission(
 ) -> Path | None:
     """Write the submission (resuming from finished chunks); returns its path on the main process.
     `recipe_path`: a recipe file, or a loaded Recipe (a bundle's: `inference/bundle.py`), whose
-    submission goes by default to <name>.csv in the current folder. `batch_size` 0: 32 photos
+    submission goes by default to <name>.csv in the current folder (<name>.csv.gz with
+    `compress`; the file's name decides: see `submission_path`). `batch_size` 0: 32 photos
     on a GPU, 4 on the CPU. `backend` onnxruntime: the fold networks are the bundle's ONNX files.
     `decode` "device": the photos are decoded on the model's device, a batch at a time, instead
     of in the loader workers (core/device_photos.py; opt-in, its inputs differ slightly)."""
@@ -225,13 +238,48 @@ def predict_submission(
     out_dir = Path(".") if isinstance(recipe_path, Recipe) else Path(recipe_path).parent
     if data_root:
         recipe = recipe.replace(data_root=data_root)
+    out = submission_path(out or out_dir / (recipe.name + (".csv.gz" if compress else ".csv")), compress)
+    with output_lock(out, state.is_main_process):
+        return write_submission(recipe, out, state, batch_size, workers, chunk_images, backend, decode)
+
+
+def submission_path(out: str | Path, compress: bool) -> Path:
+    """`out` as the submission file, refused before any photo is predicted when it cannot be one:
+    an existing folder, a file on its way, a name that is not plain, or `compress` (--gzip) with
+    a name not ending in .gz. The name decides the content: gzip when it ends in .gz."""
+    path, typed = Path(out), str(out)
+    blocker = blocking_parent(path)
+    if blocker:
+        raise PipelineError(f"--out {typed!r}: {blocker} is not a folder, so no file can be written under it; choose another --out")
+    if path.is_dir():
+        raise PipelineError(f"--out {typed!r} is a folder: --out names the submission file, e.g. {path / 'NAME.csv'}")
+    check_plain_name(path.name, f"--out {typed!r}")
+    if compress and not gzip_named(path):
+        raise PipelineError(f"--gzip with --out {typed!r}: the name decides the content, so a gzip submission's ends in .gz: "
+                            f"give --out {typed}.gz (a .gz name alone compresses too)")
+    return path
+
+
+def output_lock(out: Path, main_process: bool) -> contextlib.AbstractContextManager:
+    """One writer per submission file: the main process holds `<out>.lock` from before the parts
+    folder is touched until the file is written, so a second predict.py naming the same file is
+    refused (naming the holder) instead of sharing, or removing, the first one's chunks. The
+    launch's other processes write chunks only after the main process has claimed the folder."""
+    if not main_process:
+        return contextlib.nullcontext()
+    return exclusive_lock(out.with_name(out.name + ".lock"), f"submission {out}")
+
+
+def write_submission(
+    recipe: Recipe, out: Path, state: PartialState, batch_size: int, workers: int, chunk_images: int, backend: str, decode: str,
+) -> Path | None:
+    """Predict the missing chunks into `<out>.parts/`, then join and validate them into `out` (main process)."""
     members, recipe = load_members(recipe, state.device, backend)
     layout = CarvanaLayout(recipe.data_root)
     if not (layout.root / "test").is_dir():
         raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
     ids = layout.test_ids
-    out = Path(out) if out else out_dir / (recipe.name + (".csv.gz" if compress else ".csv"))
-    parts_dir = out.with_name(check_plain_name(out.name, "--out") + ".parts")  # the parts folder stays beside the file
+    parts_dir = out.with_name(out.name + ".parts")  # the parts folder stays beside the file
     chunks = [list(range(start, min(start + chunk_images, len(ids)))) for start in range(0, len(ids), chunk_images)]
     mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]
     sizes = read_sizes(layout, ids, [i for c in mine for i in chunks[c]], state.is_local_main_process)
@@ -247,10 +295,7 @@ def predict_submission(
     if not state.is_main_process:
         return None
     with atomic_path(out) as tmp:
-        with (gzip.open(tmp, "wt", newline="") if compress else open(tmp, "w", newline="")) as handle:
-            handle.write("img,rle_mask\n")
-            for c in range(len(chunks)):
-                handle.write((parts_dir / f"chunk-{c:06d}.csv").read_text())
+        join_parts(tmp, [parts_dir / f"chunk-{c:06d}.csv" for c in range(len(chunks))], out.name)
         known = {f"{ids[i]}.jpg": size for i, size in sizes.items()}  # the other processes' photos: read from their headers
 
         def size_of(name: str) -> tuple[int, int]:

@@ -12,27 +12,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carvana_seg.config import ModelConfig, local_encoder_weights
-from carvana_seg.models.encoder_weights import load_encoder_weights
+from carvana_seg.config import ConfigError, ModelConfig, local_encoder_weights
+from carvana_seg.models.encoder_weights import check_encoder_file, load_encoder_weights
 from carvana_seg.models.registry import register_model
 
 
 def _check_names(arch: str, encoder: str) -> None:
-    """Turn smp's KeyError or timm's RuntimeError for a bad name into a ValueError listing options."""
+    """Turn smp's KeyError or timm's RuntimeError for a bad name into a ConfigError listing options."""
     import segmentation_models_pytorch as smp
     import timm
 
     architectures = {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
     if arch.lower() not in architectures:
-        raise ValueError(f"unknown model.arch {arch!r}; available: {', '.join(architectures.values())}")
+        raise ConfigError(f"unknown model.arch {arch!r}; available: {', '.join(architectures.values())}")
     if encoder.startswith("tu-"):
         if not timm.is_model(encoder[3:]):
-            raise ValueError(f"unknown timm encoder {encoder[3:]!r} in model.encoder; see timm.list_models()")
+            raise ConfigError(f"unknown timm encoder {encoder[3:]!r} in model.encoder; see timm.list_models()")
     elif encoder not in smp.encoders.get_encoder_names():
-        raise ValueError(
+        raise ConfigError(
             f"unknown model.encoder {encoder!r}; use 'tu-<timm model name>' or one of: "
             + ", ".join(smp.encoders.get_encoder_names())
         )
+
+
+def _check_download_name(encoder: str, weights: str) -> None:
+    """A weight set smp downloads must be one it knows for this encoder (a `tu-` encoder takes
+    any: timm picks its default pretrained tag); else one line listing them, not smp's KeyError."""
+    import segmentation_models_pytorch as smp
+
+    if encoder.startswith("tu-") or smp.encoders.is_equivalent_to_timm_universal(encoder):
+        return
+    known = smp.encoders.encoders[encoder]["pretrained_settings"]
+    if weights not in known:
+        raise ConfigError(
+            f"model.encoder_weights: {weights!r} is neither a weight set smp downloads for {encoder!r} ({', '.join(known) or 'none'}) "
+            "nor a local file (a path to a .safetensors file or a folder, e.g. ./weights/enc.safetensors)"
+        )
+
+
+def check_encoder_weights(cfg: ModelConfig) -> None:
+    """What building `cfg` would refuse about its smp names and `model.encoder_weights`, found
+    without downloading or loading weights (a run checks this before it writes anything): an
+    unknown arch, encoder or weight set, and a local file's name, header, keys and shapes
+    against the encoder (built on the meta device: no memory)."""
+    if cfg.name != "smp":
+        return
+    import segmentation_models_pytorch as smp
+
+    _check_names(cfg.arch, cfg.encoder)
+    if cfg.encoder_weights is None:
+        return
+    if not local_encoder_weights(cfg.encoder_weights):
+        _check_download_name(cfg.encoder, cfg.encoder_weights)
+        return
+    with torch.device("meta"):
+        skeleton = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=cfg.in_channels, classes=cfg.classes)
+    expected = {k: tuple(v.shape) for k, v in skeleton.encoder.state_dict().items()}
+    check_encoder_file(expected, cfg.encoder_weights, cfg.encoder)
 
 
 class PaddedSmpModel(nn.Module):
@@ -46,6 +82,8 @@ class PaddedSmpModel(nn.Module):
 
         _check_names(arch, encoder)
         local = local_encoder_weights(encoder_weights)
+        if encoder_weights is not None and not local:
+            _check_download_name(encoder, encoder_weights)
         self.model = smp.create_model(
             arch, encoder_name=encoder, encoder_weights=None if local else encoder_weights, in_channels=in_channels, classes=classes
         )

@@ -7,7 +7,8 @@ recipe that loads is one the chain can apply.
     {"format": 2, "name": ..., "members": [{"exp", "runs_dir", "weight", "folds"}],
      "tta": "hflip", "threshold": 0.52, "threshold_level": 133,
      "refine": {"radius": 8, "eps": 0.0003} | null, "postprocess": ["largest_component"],
-     "data_root": ..., "cv": {...what tuning measured...}}
+     "data_root": ..., "cv": {...what tuning measured...},
+     "nested_cv": {...the tuning's CV on images it never saw (recipe/nested.py)...} | null}
 """
 
 from __future__ import annotations
@@ -24,14 +25,34 @@ from carvana_seg.core.views import parse_tta
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.names import check_plain_name
+from carvana_seg.recipe.nested import NestedCV
 from carvana_seg.recipe.postprocess import POSTPROCESS
 
 FORMAT = 2  # 2: typed recipe (1: the untyped dict before it, without a "format" key)
-KEYS = ("format", "name", "members", "tta", "threshold", "threshold_level", "refine", "postprocess", "data_root", "cv")
+KEYS = ("format", "name", "members", "tta", "threshold", "threshold_level", "refine", "postprocess", "data_root", "cv", "nested_cv")
+OPTIONAL_KEYS = ("nested_cv",)  # absent from recipes tuned before the nested CV; they load without it
+MEMBER_KEYS = ("exp", "runs_dir", "weight", "folds")
+MAX_WEIGHT = 1000.0  # blend weights are relative (tune writes ones that add up to 1); bounded so their sum stays finite
+MAX_RADIUS = 64  # guided-filter window radius in full-resolution pixels (tune tries 4 and 8)
+MAX_EPS = 1.0  # guided-filter regularisation: the 0-1 grey guide's variance is at most 0.25, so a larger eps only keeps the map
 
 
 class RecipeError(PipelineError):
     """A recipe file is malformed; the message names the file and the field."""
+
+
+def _bad(source: str, key: str, why: str) -> RecipeError:
+    return RecipeError(f"{source}: {key}: {why}")
+
+
+def _is_integer(value: object, low: int, high: int | None = None) -> bool:
+    """An int in low..high; not a bool (JSON's true would count as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+
+
+def _is_number(value: object, low: float, high: float) -> bool:
+    """A finite int or float in low..high; not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class Recipe:
     refine: Refine | None = None
     postprocess: tuple[str, ...] = ()
     cv: dict = field(default_factory=dict, compare=False)  # what tuning measured (informative)
+    nested_cv: NestedCV | None = field(default=None, compare=False)  # the tuning's CV on images it never saw (recipe/nested.py)
 
     @property
     def threshold(self) -> float:
@@ -96,13 +118,15 @@ class Recipe:
             "postprocess": list(self.postprocess),
             "data_root": self.data_root,
             "cv": self.cv,
+            "nested_cv": self.nested_cv.to_json() if self.nested_cv else None,
         }
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_json(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> Recipe:
+    def read(cls, path: str | Path) -> Recipe:
+        """The recipe at `path`, checked field by field; its members' runs are not looked at."""
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"recipe {path} not found: write one with scripts/tune.py")
@@ -110,16 +134,23 @@ class Recipe:
             raw = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RecipeError(f"recipe {path} is not JSON: {err}") from None
-        recipe = cls.from_json(raw, str(path))
-        for member in recipe.members:  # a missing run is named now, not after the test set is half read
-            experiment_config(member.exp, member.runs_dir)
+        return cls.from_json(raw, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """`read`, then each member's trained runs checked: the recipe can be applied."""
+        recipe = cls.read(path)
+        for k, member in enumerate(recipe.members):  # a missing run is named now, not after the test set is half read
+            trained = experiment_config(member.exp, member.runs_dir).data.folds
+            if member.folds > trained:
+                raise _bad(str(path), f"members[{k}].folds", f"{member.folds} is more than the {trained} folds experiment {member.exp!r} has (1..{trained})")
         return recipe
 
     @classmethod
     def from_json(cls, raw: dict, source: str = "recipe") -> Recipe:
         """Check every field; the first bad one is an error that names it."""
         def bad(key: str, why: str) -> RecipeError:
-            return RecipeError(f"{source}: {key}: {why}")
+            return _bad(source, key, why)
 
         if not isinstance(raw, dict):
             raise RecipeError(f"{source}: expected a JSON object")
@@ -128,7 +159,7 @@ class Recipe:
         unknown = sorted(set(raw) - set(KEYS))
         if unknown:
             raise bad(unknown[0], f"unknown key (known: {', '.join(KEYS)})")
-        missing = [k for k in KEYS if k not in raw]
+        missing = [k for k in KEYS if k not in raw and k not in OPTIONAL_KEYS]
         if missing:
             raise bad(missing[0], "missing")
         try:
@@ -138,39 +169,64 @@ class Recipe:
         members = raw["members"]
         if not isinstance(members, list) or not members:
             raise bad("members", "must be a non-empty list")
-        parsed = []
-        for k, entry in enumerate(members):
-            if not isinstance(entry, dict) or set(entry) != {"exp", "runs_dir", "weight", "folds"}:
-                raise bad(f"members[{k}]", "must have exactly the keys exp, runs_dir, weight, folds")
-            weight = entry["weight"]
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
-                raise bad(f"members[{k}].weight", f"{weight!r} is not a finite weight >= 0")
-            if not isinstance(entry["folds"], int) or entry["folds"] < 1:
-                raise bad(f"members[{k}].folds", f"{entry['folds']!r} is not a fold count >= 1")
-            if not isinstance(entry["exp"], str) or not isinstance(entry["runs_dir"], str):
-                raise bad(f"members[{k}]", "exp and runs_dir must be strings")
-            parsed.append(Member(entry["exp"], entry["runs_dir"], float(weight), entry["folds"]))
+        parsed = [_member(entry, k, source) for k, entry in enumerate(members)]
         if sum(m.weight for m in parsed) <= 0:
             raise bad("members", "the weights add up to 0: no member would count")
+        tta = raw["tta"]
+        if not isinstance(tta, str):
+            raise bad("tta", f"{tta!r} is not a text of views such as \"hflip\" or \"hflip,scale0.75\" (none, hflip, scale<factor>)")
         try:
-            parse_tta(raw["tta"] if isinstance(raw["tta"], str) else "")
+            parse_tta(tta)
         except ConfigError as err:
             raise bad("tta", str(err)) from None
         level = raw["threshold_level"]
-        if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 255:
-            raise bad("threshold_level", f"{level!r} is not a level in 0..255")
-        if not isinstance(raw["threshold"], (int, float)) or abs(raw["threshold"] - level / 255) > 1e-6:
+        if not _is_integer(level, 0, 255):
+            raise bad("threshold_level", f"{level!r} is not an integer level in 0..255")
+        if not _is_number(raw["threshold"], 0, 1):
+            raise bad("threshold", f"{raw['threshold']!r} is not a number in 0..1")
+        if abs(raw["threshold"] - level / 255) > 1e-6:
             raise bad("threshold", f"{raw['threshold']!r} does not match threshold_level {level} (= {level / 255:.6f})")
-        refine = raw["refine"]
-        if refine is not None:
-            if not isinstance(refine, dict) or set(refine) != {"radius", "eps"}:
-                raise bad("refine", "must be null or {\"radius\": int, \"eps\": float}")
-            if not isinstance(refine["radius"], int) or refine["radius"] < 1 or not isinstance(refine["eps"], (int, float)) or not refine["eps"] > 0:
-                raise bad("refine", f"radius must be an integer >= 1 and eps > 0, got {refine}")
-            refine = Refine(refine["radius"], float(refine["eps"]))
+        refine = _refine(raw["refine"], source)
         steps = raw["postprocess"]
-        if not isinstance(steps, list) or any(step not in POSTPROCESS for step in steps):
-            raise bad("postprocess", f"{steps!r}: each step must be one of {', '.join(POSTPROCESS)}")
-        if not isinstance(raw["data_root"], str):
-            raise bad("data_root", "must be a string")
-        return cls(raw["name"], tuple(parsed), raw["data_root"], raw["tta"], level, refine, tuple(steps), raw["cv"] if isinstance(raw["cv"], dict) else {})
+        if not isinstance(steps, list) or not all(isinstance(step, str) and step in POSTPROCESS for step in steps) or len(set(steps)) != len(steps):
+            raise bad("postprocess", f"{steps!r}: a list of distinct steps, each one of {', '.join(POSTPROCESS)}")
+        if not isinstance(raw["data_root"], str) or not raw["data_root"]:
+            raise bad("data_root", f"{raw['data_root']!r} is not a folder: a non-empty string")
+        if not isinstance(raw["cv"], dict):
+            raise bad("cv", f"{raw['cv']!r} is not an object (what tuning measured)")
+        try:
+            nested = None if raw.get("nested_cv") is None else NestedCV.from_json(raw["nested_cv"], len(parsed))
+        except ValueError as err:
+            raise bad("nested_cv", str(err)) from None
+        return cls(raw["name"], tuple(parsed), raw["data_root"], tta, level, refine, tuple(steps), raw["cv"], nested)
+
+
+def _member(entry: object, k: int, source: str) -> Member:
+    """`members[k]` of a recipe, each field checked by type and range."""
+    key = f"members[{k}]"
+    if not isinstance(entry, dict) or set(entry) != set(MEMBER_KEYS):
+        raise _bad(source, key, f"must have exactly the keys {', '.join(MEMBER_KEYS)}")
+    try:
+        check_plain_name(entry["exp"], f"{key}.exp")  # it names <runs_dir>/<exp>
+    except PipelineError as err:
+        raise RecipeError(f"{source}: {err}") from None
+    if not isinstance(entry["runs_dir"], str) or not entry["runs_dir"]:
+        raise _bad(source, f"{key}.runs_dir", f"{entry['runs_dir']!r} is not a folder: a non-empty string")
+    if not _is_number(entry["weight"], 0, MAX_WEIGHT):
+        raise _bad(source, f"{key}.weight", f"{entry['weight']!r} is not a blend weight: a number in 0..{MAX_WEIGHT:g}")
+    if not _is_integer(entry["folds"], 1):
+        raise _bad(source, f"{key}.folds", f"{entry['folds']!r} is not a fold count: an integer >= 1")
+    return Member(entry["exp"], entry["runs_dir"], float(entry["weight"]), entry["folds"])
+
+
+def _refine(refine: object, source: str) -> Refine | None:
+    """The recipe's `refine`: null, or a radius and eps in their ranges."""
+    if refine is None:
+        return None
+    if not isinstance(refine, dict) or set(refine) != {"radius", "eps"}:
+        raise _bad(source, "refine", "must be null or {\"radius\": int, \"eps\": float}")
+    if not _is_integer(refine["radius"], 1, MAX_RADIUS):
+        raise _bad(source, "refine", f"radius {refine['radius']!r} is not an integer in 1..{MAX_RADIUS} (full-resolution pixels)")
+    if not _is_number(refine["eps"], 0, MAX_EPS) or refine["eps"] == 0:
+        raise _bad(source, "refine", f"eps {refine['eps']!r} is not a number in (0, {MAX_EPS:g}] (on the 0-1 grey scale)")
+    return Refine(refine["radius"], float(refine["eps"]))

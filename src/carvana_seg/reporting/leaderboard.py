@@ -7,6 +7,11 @@ other folds, `tune.nested_threshold_dice`): a threshold tuned on the very images
 on rewards a fragile, badly calibrated model, whose best threshold moves from fold to fold,
 with a gain that does not carry to the test set. Beside the interval stand the folds' spread
 and the folds that look unstable (`UNSTABLE_FOLD_GAP`).
+
+Recipes (tune.py's submissions) are ranked in the same table by their nested CV (the whole
+tuning run on the other folds, scored on each fold; recipe/nested.py), so a blend stands
+beside its own members on the same footing, paired with the baseline through the per-image
+nested Dice tune.py writes beside the recipe.
 """
 
 from __future__ import annotations
@@ -23,47 +28,33 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from carvana_seg.config import Config  # noqa: E402
+from carvana_seg.core.bootstrap import BOOTSTRAP_SAMPLES, paired_bootstrap  # noqa: E402  (re-exported)
 from carvana_seg.core.experiment import experiment_config  # noqa: E402
 from carvana_seg.core.metrics import dice_by_level  # noqa: E402
 from carvana_seg.core.paths import ExperimentPaths  # noqa: E402
-from carvana_seg.data.folds import read_folds  # noqa: E402
-from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
-from carvana_seg.inference.tune import load_member, member_histograms, nested_threshold_dice, threshold_scores  # noqa: E402
+from carvana_seg.inference.tune import (  # noqa: E402
+    image_cars,
+    image_folds,
+    load_member,
+    member_histograms,
+    nested_threshold_dice,
+    per_image_path,
+    threshold_scores,
+    tta_label,
+)
 from carvana_seg.io_utils import atomic_path, atomic_write_text  # noqa: E402
 from carvana_seg.models import build_model  # noqa: E402
 from carvana_seg.models.describe import describe_model  # noqa: E402  (the model column; re-exported)
 from carvana_seg.models.stats import forward_flops  # noqa: E402
-from carvana_seg.recipe.recipe import Recipe, RecipeError  # noqa: E402
+from carvana_seg.recipe.recipe import Recipe  # noqa: E402
 from carvana_seg.reporting.worst import plot_worst  # noqa: E402
 
-BOOTSTRAP_SAMPLES = 2000
-BOOTSTRAP_SEED = 0
 # A fold is flagged unstable when its Dice at 0.5 lies this far below the median of the
 # experiment's folds (one fold collapsing, as a from-scratch model on an odd studio does), or
 # when its kept epoch validated this far below its best epoch (training was still swinging).
 UNSTABLE_FOLD_GAP = 0.01
 RANKED_BY = "cv_dice_oof_thr"  # CV at out-of-fold thresholds: the column the table and the plot rank by
-
-
-def paired_bootstrap(diffs: np.ndarray, groups: np.ndarray | None = None, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
-    """Mean paired difference and its 95% percentile interval.
-
-    With `groups` (e.g. car ids) whole groups are resampled: the 16 photos of a car are not
-    16 independent trials, and resampling them one by one would make the interval too narrow.
-    """
-    diffs = np.asarray(diffs, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        draws = rng.integers(0, len(diffs), (samples, len(diffs)))
-        means = diffs[draws].mean(axis=1)
-    else:
-        labels, inverse = np.unique(groups, return_inverse=True)
-        sums, counts = np.bincount(inverse, weights=diffs), np.bincount(inverse)
-        draws = rng.integers(0, len(labels), (samples, len(labels)))
-        means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(diffs.mean()), float(low), float(high)
 
 
 def gflops(cfg: Config) -> float:
@@ -108,23 +99,70 @@ def verdict(per_image: np.ndarray, base: np.ndarray, cars: np.ndarray) -> str:
     return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] {word}"
 
 
-def ensemble_point(runs_dir: Path, names: list[str], submissions_dir: Path) -> tuple[str, float] | None:
-    """The newest recipe in `submissions_dir` blending only experiments of this board, and its CV.
+def board_recipes(runs_dir: Path, names: list[str], submissions_dir: Path, given: list[str] | None) -> tuple[list[tuple[Path, Recipe]], list[str]]:
+    """The recipes ranked beside the models: those `given` (each must blend only ranked
+    experiments of this board), else every recipe in `submissions_dir` that does (others
+    belong to another board). A recipe without a nested CV gets a note instead of a row."""
+    paths = [Path(p) for p in given] if given else sorted(submissions_dir.glob("*.recipe.json"))
+    ranked, notes = [], []
+    for path in paths:
+        recipe = Recipe.read(path)  # its members' runs are not required (another board's may be gone)
+        outside = [m.exp for m in recipe.members if m.exp not in names or Path(m.runs_dir).resolve() != runs_dir.resolve()]
+        if outside and given:
+            raise PipelineError(
+                f"recipe {path}: {', '.join(outside)} not among the finished experiments of {runs_dir} ({', '.join(names)}): pass --runs-dir of its runs"
+            )
+        if outside:
+            continue
+        if recipe.nested_cv is None:
+            notes.append(f"recipe {recipe.name} (no nested CV: tuned by an older version; run scripts/tune.py again)")
+        else:
+            ranked.append((path, recipe))
+    return ranked, notes
 
-    Its CV is tune.py's, tuned on the same OOF (slightly optimistic; benchmarks/recipe_check.py
-    re-scores it), so the plot labels it as such.
-    """
-    found = []
-    for path in sorted(Path(submissions_dir).glob("*.recipe.json")):
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RecipeError(f"recipe {path} is not JSON: {err}") from None
-        recipe = Recipe.from_json(raw, str(path))  # not Recipe.load: another board's members may be gone
-        same_board = all(m.exp in names and Path(m.runs_dir).resolve() == runs_dir.resolve() for m in recipe.members)
-        if same_board and len(recipe.members) > 1 and "dice_final" in recipe.cv.get("blend", {}):
-            found.append((path.stat().st_mtime, recipe.name, float(recipe.cv["blend"]["dice_final"])))
-    return max(found)[1:] if found else None
+
+def recipe_per_image(path: Path, recipe: Recipe, ids: np.ndarray) -> np.ndarray | None:
+    """The recipe's per-image nested Dice (`tune.per_image_path`), or None when that file is
+    missing or is not this recipe's (other images, or a mean that is not its nested CV)."""
+    scores_path = per_image_path(path)
+    if not scores_path.is_file():
+        return None
+    table = pd.read_csv(scores_path, dtype={"img": str})
+    if list(table["img"]) != [str(i) for i in ids] or abs(table["dice_nested"].mean() - recipe.nested_cv.mean) > 1e-9:
+        return None
+    return table["dice_nested"].to_numpy()
+
+
+def recipe_result(path: Path, recipe: Recipe, results: dict, tta: str) -> dict:
+    """A leaderboard row for a recipe, ranked by its nested CV, plus its per-image nested Dice (or None)."""
+    nested = recipe.nested_cv
+    used = [m for m in recipe.members if m.weight > 0]
+    rows = [results[m.exp]["row"] for m in used]
+    held_out = np.array([f.held_out_cv for f in nested.folds])
+    row = {
+        "experiment": f"{recipe.name} (recipe)",
+        "kind": "recipe",
+        "model": " + ".join(f"{m.weight:.2f} {m.exp}" for m in used)
+        + f", TTA {tta_label(recipe.tta)}, {recipe.refine_label()}, {' + '.join(recipe.postprocess) or 'no post-processing'}",
+        "params_M": sum(r["params_M"] for r in rows),
+        "GFLOPs": len(recipe.views) * sum(r["GFLOPs"] for r in rows),
+        "size": ", ".join(sorted({r["size"] for r in rows})),
+        "epochs": "-",
+        "train_img_s": float("nan"),
+        "wall_min": sum(r["wall_min"] for r in rows),
+        "cv_dice_0.5": float("nan"),
+        "threshold": recipe.threshold,
+        "cv_in_sample": nested.in_sample,
+        RANKED_BY: nested.mean,
+        "ci_low": nested.low,
+        "ci_high": nested.high,
+        "fold_min": float(held_out.min()),
+        "fold_std": float(held_out.std(ddof=1)),
+        f"cv_dice_{tta}": float("nan"),
+        "unstable": f"choices: {nested.movement()}",
+    }
+    per_image = recipe_per_image(path, recipe, results[used[0].exp]["member"].oof.ids)
+    return {"row": row, "per_image": per_image, "fold_means": held_out, "scores_path": per_image_path(path)}
 
 
 def experiment_names(runs_dir: Path) -> list[str]:
@@ -143,16 +181,15 @@ def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
     member = load_member(exp, runs_dir)
     positive, negative = member_histograms(member)
     plain = threshold_scores(positive, negative)
-    fold_of = read_folds(member.cfg.data.folds_path, CarvanaLayout(member.cfg.data.root), member.cfg.data.folds).set_index("img")["fold"]
-    image_folds = fold_of.loc[[str(i) for i in member.oof.ids]].to_numpy()
-    cars = np.array([split_id(str(i))[0] for i in member.oof.ids])
-    nested = out_of_fold_scores(dice_by_level(positive, negative), image_folds, cars)
-    flipped = out_of_fold_scores(dice_by_level(*member_histograms(load_member(exp, runs_dir, tta), tta)), image_folds, cars)
+    folds_of, cars = image_folds(member), image_cars(member.oof.ids)
+    nested = out_of_fold_scores(dice_by_level(positive, negative), folds_of, cars)
+    flipped = out_of_fold_scores(dice_by_level(*member_histograms(load_member(exp, runs_dir, tta), tta)), folds_of, cars)
     paths = ExperimentPaths.of(member.cfg)
     folds = [json.loads(paths.oof_json(k).read_text()) for k in range(member.cfg.data.folds)]
     return {
         "row": {
             "experiment": exp,
+            "kind": "model",
             "model": describe_model(member.cfg),
             "params_M": folds[0]["parameters"] / 1e6,
             "GFLOPs": gflops(member.cfg),
@@ -162,6 +199,7 @@ def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
             "wall_min": sum(f["train_seconds"] for f in folds) / 60,
             "cv_dice_0.5": plain["dice_at_0.5"],
             "threshold": plain["threshold"],
+            "cv_in_sample": plain["dice_at_threshold"],
             RANKED_BY: nested["mean"],
             "ci_low": nested["low"],
             "ci_high": nested["high"],
@@ -176,90 +214,120 @@ def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
     }
 
 
-def build_leaderboard(
-    runs_dir: str | Path = "runs", baseline: str | None = None, tta: str = "hflip", out_dir: str | Path = ".", submissions_dir: str | Path = "submissions"
-) -> pd.DataFrame:
-    """Write leaderboard.md/.csv/.png (best first) and oof/<exp>/worst.png for each experiment;
-    the plot adds the newest ensemble recipe of these experiments found in `submissions_dir`."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    names = experiment_names(runs_dir)
-    if not names:
+def finished_experiments(runs_dir: Path, experiments: list[str] | None) -> tuple[list[str], list[str]]:
+    """The experiments to rank (`experiments`, else every one under `runs_dir`) that have all
+    their folds, and a note for each one that does not."""
+    found = experiment_names(runs_dir)
+    if not found:
         raise PipelineError(f"no experiments under {runs_dir}: train some with scripts/train_cv.py")
+    unknown = sorted(set(experiments or ()) - set(found))
+    if unknown:
+        raise PipelineError(f"experiment {unknown[0]!r} not found under {runs_dir} (there: {', '.join(found)})")
+    names = list(experiments) if experiments else found
     missing = {name: folds for name in names if (folds := missing_folds(name, runs_dir))}
     unfinished = [f"{name} (folds {', '.join(map(str, folds))} not trained)" for name, folds in missing.items()]
     names = [name for name in names if name not in missing]
     if not names:
         raise PipelineError(f"no finished experiments under {runs_dir}: {'; '.join(unfinished)}")
+    return names, unfinished
+
+
+def vs_baseline(name: str, result: dict, base: dict, baseline: str, cars: np.ndarray) -> str:
+    """A row's `vs_baseline` cell: the paired verdict, or why there is none."""
+    if result["row"]["kind"] == "recipe" and result["per_image"] is None:
+        return f"not paired: {result['scores_path']} missing or not this recipe's (run scripts/tune.py again)"
+    if result["row"]["kind"] == "model" and not np.array_equal(result["member"].oof.ids, base["member"].oof.ids):
+        return "different data"
+    return "baseline" if name == baseline else verdict(result["per_image"], base["per_image"], cars)
+
+
+def build_leaderboard(
+    runs_dir: str | Path = "runs", baseline: str | None = None, tta: str = "hflip", out_dir: str | Path = ".", submissions_dir: str | Path = "submissions",
+    experiments: list[str] | None = None, recipes: list[str] | None = None,
+) -> pd.DataFrame:
+    """Write leaderboard.md/.csv/.png (best first) and oof/<exp>/worst.png for each experiment
+    (`experiments`, else all under `runs_dir`). Recipes (`recipes`, else those in
+    `submissions_dir` that blend only these experiments) are ranked by their nested CV beside them."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    names, unfinished = finished_experiments(runs_dir, experiments)
+    if baseline is not None and baseline not in names:  # both checked before the long evaluation
+        raise PipelineError(f"baseline {baseline!r} is not among the experiments: {', '.join(names)}")
+    ranked_recipes, unranked = board_recipes(runs_dir, names, Path(submissions_dir), recipes)
     results = {name: evaluate(name, runs_dir, tta) for name in names}
     baseline = baseline or next((n for n in names if results[n]["row"]["model"].startswith("U-Net plain")), names[0])
-    if baseline not in results:
-        raise PipelineError(f"baseline {baseline!r} is not among the experiments: {', '.join(names)}")
+    recipe_results = {r.name + " (recipe)": recipe_result(path, r, results, tta) for path, r in ranked_recipes}
     base = results[baseline]
-    cars = np.array([split_id(str(i))[0] for i in base["member"].oof.ids])
-    rows = []
-    for name, result in results.items():
-        row = dict(result["row"])
-        if not np.array_equal(result["member"].oof.ids, base["member"].oof.ids):
-            row["vs_baseline"] = "different data"
-        elif name == baseline:
-            row["vs_baseline"] = "baseline"
-        else:
-            row["vs_baseline"] = verdict(result["per_image"], base["per_image"], cars)
-        rows.append(row)
+    cars = image_cars(base["member"].oof.ids)
+    for result in results.values():
         plot_worst(result["member"], result["per_image"], result["row"]["threshold"], ExperimentPaths.of(result["member"].cfg).oof_dir / "worst.png")
+    results |= recipe_results
+    rows = [dict(result["row"], vs_baseline=vs_baseline(name, result, base, baseline, cars)) for name, result in results.items()]
     table = pd.DataFrame(rows).sort_values(RANKED_BY, ascending=False).reset_index(drop=True)
-    table.attrs["unfinished"] = unfinished
-    fold_means = {name: result["fold_means"] for name, result in results.items()}
+    table.attrs["unfinished"], table.attrs["unranked_recipes"] = unfinished, unranked
 
     with atomic_path(out_dir / "leaderboard.csv") as tmp:
         table.to_csv(tmp, index=False)
-    atomic_write_text(out_dir / "leaderboard.md", leaderboard_markdown(table, baseline, tta, len(cars), len(set(cars)), unfinished))
-    plot_leaderboard(table, fold_means, ensemble_point(runs_dir, names, Path(submissions_dir)), out_dir / "leaderboard.png")
+    atomic_write_text(out_dir / "leaderboard.md", leaderboard_markdown(table, baseline, tta, len(cars), len(set(cars)), unfinished, unranked))
+    plot_leaderboard(table, {name: result["fold_means"] for name, result in results.items()}, out_dir / "leaderboard.png")
     return table
 
 
-def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: int, cars: int, unfinished: list[str]) -> str:
+def shown_number(value: float, spec: str) -> str:
+    return "-" if pd.isna(value) else format(value, spec)
+
+
+def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: int, cars: int, unfinished: list[str], unranked: list[str] = ()) -> str:
     shown = table.copy()
     shown[RANKED_BY] = [f"**{v:.5f}** [{lo:.5f}, {hi:.5f}]" for v, lo, hi in zip(table[RANKED_BY], table["ci_low"], table["ci_high"])]
     shown = shown.drop(columns=["ci_low", "ci_high"])
-    for col in ("cv_dice_0.5", f"cv_dice_{tta}", "fold_min"):
-        shown[col] = shown[col].map("{:.5f}".format)
-    for col, fmt in (("params_M", "{:.2f}"), ("GFLOPs", "{:.2f}"), ("train_img_s", "{:.1f}"), ("wall_min", "{:.1f}"), ("threshold", "{:.3f}"), ("fold_std", "{:.5f}")):
-        shown[col] = shown[col].map(fmt.format)
+    for col, spec in (("cv_dice_0.5", ".5f"), (f"cv_dice_{tta}", ".5f"), ("fold_min", ".5f"), ("cv_in_sample", ".5f"), ("params_M", ".2f"), ("GFLOPs", ".2f"),
+                      ("train_img_s", ".1f"), ("wall_min", ".1f"), ("threshold", ".3f"), ("fold_std", ".5f")):
+        shown[col] = shown[col].map(lambda v, spec=spec: shown_number(v, spec))
     shown["unstable"] = shown["unstable"].replace("", "-")
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
     body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
     return (
         "# Ablation leaderboard\n\n"
         f"CV Dice = mean per-image Dice over {images} out-of-fold images ({cars} cars) at original resolution, "
-        f"best first by `{RANKED_BY}`: each fold's threshold tuned on the other folds only (never on the images it scores), "
-        f"with its 95% interval over cars; `fold_min` and `fold_std`: the folds' spread at those thresholds. "
-        f"`threshold`: the one tuned on all OOF (what tune.py would pick). `cv_dice_{tta}`: with {tta} TTA, out-of-fold thresholds again. "
+        f"best first by `{RANKED_BY}`, with its 95% interval over cars. For a model: each fold's threshold tuned on the other folds only "
+        f"(never on the images it scores); for a recipe (`kind` recipe): its nested CV, the whole tuning (blend weights, threshold, "
+        f"edge refinement, post-processing) run on the other folds only and scored on each fold. `cv_in_sample`: tuned and scored on the "
+        f"same OOF (a model at the threshold tuned on all OOF, which is `threshold`; a recipe as tune.py reported it): the gap to "
+        f"`{RANKED_BY}` is what tuning on the scored images adds. `fold_min` and `fold_std`: the folds' spread. "
+        f"`cv_dice_{tta}`: a model with {tta} TTA, out-of-fold thresholds again. "
         f"`unstable`: a fold at 0.5 more than {UNSTABLE_FOLD_GAP} below the folds' median, or whose kept epoch validated more than "
-        f"{UNSTABLE_FOLD_GAP} below its best. `vs_baseline`: difference from `{baseline}` in per-image Dice at out-of-fold thresholds, "
-        f"on the same images, with a 95% paired bootstrap interval that resamples whole cars ({BOOTSTRAP_SAMPLES} draws).\n\n" + header + body
+        f"{UNSTABLE_FOLD_GAP} below its best; for a recipe, how far its folds' choices move. `vs_baseline`: difference from `{baseline}` "
+        f"in per-image Dice (each row's ranked scores), on the same images, with a 95% paired bootstrap interval that resamples whole cars "
+        f"({BOOTSTRAP_SAMPLES} draws).\n\n" + header + body
         + "".join(f"\nNot ranked, folds missing: {note}\n" for note in unfinished)
+        + "".join(f"\nNot ranked: {note}\n" for note in unranked)
     )
 
 
-def plot_leaderboard(table: pd.DataFrame, fold_means: dict[str, np.ndarray], ensemble: tuple[str, float] | None, path: Path) -> None:
-    """Each experiment's ranked number (CV at out-of-fold thresholds) with its interval over
-    cars, its folds as small marks, and the ensemble recipe when there is one."""
-    rows = len(table) + (ensemble is not None)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * rows + 1.8))
-    y = np.arange(len(table))[::-1] + (ensemble is not None)
-    centre = table[RANKED_BY].to_numpy()
-    ax.errorbar(centre, y, xerr=[centre - table["ci_low"], table["ci_high"] - centre], fmt="o", color="black", capsize=4, zorder=3, label="CV, out-of-fold thresholds (95% CI over cars)")
+def plot_leaderboard(table: pd.DataFrame, fold_means: dict[str, np.ndarray], path: Path) -> None:
+    """Each row's ranked number with its interval over cars and its folds as small marks;
+    recipes in red, with their in-sample CV as a hollow diamond."""
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.8))
+    y = np.arange(len(table))[::-1]
+    for kind, colour, label in (("model", "black", "model, out-of-fold thresholds"), ("recipe", "tab:red", "recipe, nested CV")):
+        rows = (table["kind"] == kind).to_numpy()
+        if rows.any():
+            centre = table[RANKED_BY].to_numpy()[rows]
+            errors = [centre - table["ci_low"].to_numpy()[rows], table["ci_high"].to_numpy()[rows] - centre]
+            ax.errorbar(centre, y[rows], xerr=errors, fmt="o", color=colour, capsize=4, zorder=3, label=f"{label} (95% CI, cars)")
+    recipes = (table["kind"] == "recipe").to_numpy()
+    if recipes.any():
+        in_sample = table["cv_in_sample"].to_numpy()[recipes]
+        ax.scatter(in_sample, y[recipes], marker="D", facecolors="none", edgecolors="tab:red", zorder=3, label="recipe: in-sample CV")
     for yk, name in zip(y, table["experiment"]):
         ax.scatter(fold_means[name], np.full(len(fold_means[name]), yk), marker="|", s=120, color="tab:blue", zorder=2)
     ax.scatter([], [], marker="|", s=120, color="tab:blue", label="folds")
-    labels = [f"{e}\n{m}" + (" (unstable)" if u else "") for e, m, u in zip(table["experiment"], table["model"], table["unstable"])]
-    values = [*table["ci_low"], *table["ci_high"], *(v for means in fold_means.values() for v in means)]
-    if ensemble is not None:
-        ax.scatter([ensemble[1]], [0], marker="D", color="tab:red", zorder=3, label="ensemble (tuned on the same OOF)")
-        labels.append(f"{ensemble[0]}\nensemble")
-        values.append(ensemble[1])
-    ax.set_yticks([*y, *([0] if ensemble is not None else [])], labels, fontsize=8)
+    labels = [
+        f"{e}\n{m}" + (" (unstable)" if u else "") if k == "model" else f"{e}\nnested CV of its tuning"
+        for e, m, u, k in zip(table["experiment"], table["model"], table["unstable"], table["kind"])
+    ]
+    ax.set_yticks(y, labels, fontsize=7)
+    values = [*table["ci_low"], *table["ci_high"], *table["cv_in_sample"], *(v for means in fold_means.values() for v in means)]
     low, high = min(values), max(values)
     margin = 0.05 * max(high - low, 1e-3)
     ax.set_xlim(max(0.0, low - margin), min(1.0, high + margin))

@@ -1,18 +1,24 @@
 """Train several folds at once, each in its own process: `train_cv.py --parallel N`.
 
-On one H200 the CPU recipe's network trained at 580 images/s at batch 8 against 5,100 at
-batch 64: one small-batch fold leaves the GPU mostly idle, and 4 folds started by hand on it
-finished in 120 s of wall time (issue 18). So each fold is a child process
+Why: a small network at a small batch (the CPU recipe's, at batch 8) leaves a large GPU
+mostly idle, while several folds side by side can fill it. So each fold is a child process
 (`python -m carvana_seg.training.run_fold ... --resume`) with its own `CUDA_VISIBLE_DEVICES`
 (GPUs are dealt round-robin to the N slots, several folds per GPU allowed) and
 `cores // N` torch threads, logging to runs/<exp>/fold<k>/train.log.
 
-Before any child starts, the parent checks every input, claims each experiment name and
-builds the data caches, so no two processes ever write a cache or a config. It then prints
+Before any child starts, the parent checks every input and every fold's lock (a fold being
+trained elsewhere is refused, naming its trainer, before anything is written), claims each
+experiment name and builds the data caches, so no two processes ever write a cache or a config.
+A waiting fold that another process starts training meanwhile fails, naming that process,
+without its log being written into the fold's folder. It then prints
 one line per fold whenever its progress.json moves (epoch, last validation Dice, images/s,
 ETA) and a final table; a failed fold is named with its log and the command fails. A fold
 is finished when its oof/<exp>/fold<k>.json exists, so a rerun skips finished folds and
 resumes interrupted ones, as the sequential loop (cv.py) does.
+
+Each child runs in its own session, so a Ctrl-C reaches only the parent, which sends every
+running child one SIGTERM (each stops after its current step, keeping its last saved epoch),
+waits for them and says how to continue; a child whose parent dies gets SIGTERM too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import torch
 from carvana_seg.config import Config, load_config
 from carvana_seg.core.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
+from carvana_seg.locks import holder
+from carvana_seg.training.lifecycle import STOP_WITH_PARENT, Interrupted
 from carvana_seg.training.progress import format_seconds, read_progress
 from carvana_seg.training.trainer import check_inputs, dataset_source
 
@@ -55,6 +63,7 @@ class FoldJob:
     started: float = 0.0
     seconds: float = 0.0
     returncode: int | None = None
+    refused: str = ""  # why it was not started: its fold is being trained elsewhere
     shown: tuple = field(default_factory=tuple)  # the last status line's content, to print only changes
 
     @property
@@ -64,6 +73,10 @@ class FoldJob:
     @property
     def fold_dir(self) -> Path:
         return ExperimentPaths.of(self.cfg).fold_dir(self.fold)
+
+    @property
+    def lock(self) -> Path:
+        return ExperimentPaths.of(self.cfg).fold_lock(self.fold)
 
     @property
     def log(self) -> Path:
@@ -95,6 +108,8 @@ def prepare(specs: list[tuple[str, list[str]]], folds: list[int] | None) -> tupl
         raise PipelineError("--parallel starts one process per fold itself: run it with python, not accelerate launch / torchrun")
     cfgs = [(path, overrides, load_config(path, overrides)) for path, overrides in specs]
     checked = [(path, overrides, cfg, *check_inputs(cfg, folds if folds is not None else range(cfg.data.folds))) for path, overrides, cfg in cfgs]
+    for _, _, cfg, _, _ in checked:  # before anything is claimed or built
+        refuse_folds_in_training(cfg, folds if folds is not None else range(cfg.data.folds))
     jobs, finished = [], []
     for path, overrides, cfg, layout, table in checked:
         paths = ExperimentPaths.of(cfg)
@@ -109,8 +124,25 @@ def prepare(specs: list[tuple[str, list[str]]], folds: list[int] | None) -> tupl
     return jobs, finished
 
 
-def start(job: FoldJob, slot: int, gpus: list[str], threads: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+def refuse_folds_in_training(cfg: Config, folds) -> None:
+    """Refuse, naming the trainer, when a fold of `cfg` is being trained by another process
+    now (its lock is held): found before any child starts, not after the others trained."""
+    paths = ExperimentPaths.of(cfg)
+    for fold in folds:
+        who = holder(paths.fold_lock(fold))
+        if who:
+            raise PipelineError(f"{paths.fold_lock(fold)}: fold {fold} of {cfg.exp.name!r} is being trained by {who}: "
+                                "wait for it to finish or stop it first; nothing was started")
+
+
+def start(job: FoldJob, slot: int, gpus: list[str], threads: int) -> bool:
+    """Start the fold's child; False (the job failed) when another process has started
+    training the fold since `prepare` checked it: its folder is then not this run's to write in."""
+    who = holder(job.lock)
+    if who:
+        job.status, job.refused = "failed", f"being trained by {who}"
+        return False
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1", STOP_WITH_PARENT: str(os.getpid())}
     if gpus:
         job.device = gpus[slot % len(gpus)]
         env["CUDA_VISIBLE_DEVICES"] = job.device
@@ -118,8 +150,12 @@ def start(job: FoldJob, slot: int, gpus: list[str], threads: int) -> None:
     with open(job.log, "a") as log:  # appended: a resumed fold keeps its earlier sessions' output
         log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(job.command())}\n")
         log.flush()
-        job.process = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+        # its own session: a Ctrl-C reaches only this parent, which stops each child once (SIGTERM)
+        job.process = subprocess.Popen(
+            job.command(), stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     job.slot, job.status, job.started = slot, "running", time.perf_counter()
+    return True
 
 
 def status_line(job: FoldJob) -> tuple[tuple, str]:
@@ -127,7 +163,7 @@ def status_line(job: FoldJob) -> tuple[tuple, str]:
     where = f"GPU {job.device}" if job.device is not None else "CPU"
     progress = read_progress(job.fold_dir) if job.status in ("running", "done") else None
     if job.status == "failed":
-        return (job.status,), f"{job.name}: FAILED (exit {job.returncode}), log {job.log}"
+        return (job.status,), f"{job.name}: FAILED ({job.refused})" if job.refused else f"{job.name}: FAILED (exit {job.returncode}), log {job.log}"
     if progress is None or progress.get("epochs") is None:
         return (job.status,), f"{job.name}: {job.status} on {where}"
     dice = f"{progress['val_dice']:.4f}" if progress.get("val_dice") is not None else "-"
@@ -165,8 +201,9 @@ def train_parallel(
             free = sorted(set(range(parallel)) - {job.slot for job in running})
             while waiting and free:
                 job = waiting.pop(0)
-                start(job, free.pop(0), gpus, threads)
-                running.append(job)
+                if start(job, free[0], gpus, threads):
+                    running.append(job)
+                    free.pop(0)
             for job in list(running):
                 code = job.process.poll()
                 if code is None:
@@ -184,8 +221,12 @@ def train_parallel(
                     print(f"[{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
             if running:
                 time.sleep(poll_seconds)
+    except Interrupted as stop:
+        names = ", ".join(job.name for job in running) or "no fold was running"
+        stop.where = f"{names}: each stopped after its current step, keeping its last saved epoch (its log says which)"
+        raise
     finally:
-        for job in running:  # interrupted (Ctrl-C): stop the children, their state resumes later
+        for job in running:  # interrupted (Ctrl-C, SIGTERM): stop the children; each keeps its last saved epoch
             job.process.terminate()
         for job in running:
             job.process.wait()
@@ -196,7 +237,7 @@ def train_parallel(
     if failed:
         raise PipelineError(
             f"{len(failed)} of {len(jobs)} fold(s) failed: "
-            + "; ".join(f"{job.name} (exit {job.returncode}, log {job.log}: {last_line(job.log)})" for job in failed)
+            + "; ".join(f"{job.name} ({job.refused or f'exit {job.returncode}, log {job.log}: {last_line(job.log)}'})" for job in failed)
         )
     return pd.DataFrame(rows)
 
@@ -209,6 +250,6 @@ def print_table(jobs: list[FoldJob], finished: list[dict], out: TextIO) -> None:
         scores = ExperimentPaths.of(job.cfg).oof_json(job.fold)
         done = json.loads(scores.read_text()) if job.status == "done" and scores.is_file() else {}
         rows.append({"exp": job.cfg.exp.name, "fold": job.fold, "status": job.status, "dice": done.get("dice", float("nan")),
-                     "epochs": done.get("epochs", "-"), "wall": format_seconds(job.seconds), "log": str(job.log)})
+                     "epochs": done.get("epochs", "-"), "wall": format_seconds(job.seconds), "log": "" if job.refused else str(job.log)})
     if rows:
         print(pd.DataFrame(rows).sort_values(["exp", "fold"]).to_string(index=False, float_format="%.4f"), file=out, flush=True)
