@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from carvana_seg.data.layout import write_mask_gif
 
 REAL_CARVANA = Path(__file__).resolve().parents[2] / "shared" / "carvana"
 
@@ -84,3 +90,24 @@ def tree(root: Path) -> dict[str, object]:
             path = Path(top, name)
             found[path.relative_to(root).as_posix()] = os.readlink(path) if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes()
     return found
+
+
+# Image files whose headers claim a size their bodies do not have (decompression-bomb cases).
+def jpeg_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny JPEG whose SOF0 header claims width x height."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def gif_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny palette GIF whose logical screen claims width x height."""
+    write_mask_gif(np.zeros((4, 4), np.uint8), path)
+    data = bytearray(path.read_bytes())
+    data[6:10] = struct.pack("<HH", width, height)
+    path.write_bytes(bytes(data))
+    return path

@@ -9,11 +9,9 @@ status and the one printed line), except where only a real process shows the beh
 from __future__ import annotations
 
 import fcntl
-import io
 import os
 import runpy
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from conftest import gif_claiming, jpeg_claiming
 from carvana_seg import config as config_module
 from carvana_seg.cli import parse_config_args, run
 from carvana_seg.config import CHOICES, ConfigError, load_config, read_saved_config, save_config
@@ -117,26 +116,6 @@ def test_script_refuses_an_escaping_name_with_exit_2(capsys):
 
 
 # ---- 3: decompression bombs -----------------------------------------------------------
-def jpeg_claiming(path: Path, width: int, height: int) -> Path:
-    """A tiny JPEG whose SOF0 header claims width x height."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, format="JPEG")
-    data = bytearray(buffer.getvalue())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    path.write_bytes(bytes(data))
-    return path
-
-
-def gif_claiming(path: Path, width: int, height: int) -> Path:
-    """A tiny palette GIF whose logical screen claims width x height."""
-    write_mask_gif(np.zeros((4, 4), np.uint8), path)
-    data = bytearray(path.read_bytes())
-    data[6:10] = struct.pack("<HH", width, height)
-    path.write_bytes(bytes(data))
-    return path
-
-
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest resets the filter layout.py sets
 @pytest.mark.parametrize("side", [30000, 12000])  # beyond PIL's own error; beyond our limit only
 def test_oversized_headers_are_refused_before_decoding(tmp_path, side):

@@ -9,11 +9,9 @@ and checks the one printed line, the exit status, and that no experiment was cla
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 import re
 import shutil
-import struct
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from conftest import gif_claiming, jpeg_claiming
 from carvana_seg.cli import run
 from carvana_seg.commands import train as train_command
 from carvana_seg.config import ConfigError, load_config
@@ -163,25 +162,6 @@ def test_a_timm_features_dict_still_fits_and_a_folder_is_read(tmp_path):
 
 
 # ---- every training header read before the claim ------------------------------------------
-def jpeg_claiming(path: Path, width: int, height: int) -> Path:
-    """A tiny JPEG whose SOF0 header claims width x height."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, format="JPEG")
-    data = bytearray(buffer.getvalue())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    path.write_bytes(bytes(data))
-    return path
-
-
-def gif_claiming(path: Path, width: int, height: int) -> Path:
-    write_mask_gif(np.zeros((4, 4), np.uint8), path)
-    data = bytearray(path.read_bytes())
-    data[6:10] = struct.pack("<HH", width, height)
-    path.write_bytes(bytes(data))
-    return path
-
-
 def png_named_jpg(path: Path) -> Path:
     image = np.asarray(Image.open(path).convert("RGB"))
     Image.fromarray(image).save(path, format="PNG")
