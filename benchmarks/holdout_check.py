@@ -38,6 +38,7 @@ from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
 from carvana_seg.inference.submit import predict_submission  # noqa: E402
 from carvana_seg.inference.tune import image_cars, load_candidates, save_recipe, tuned_recipe  # noqa: E402
+from carvana_seg.names import check_plain_name  # noqa: E402
 from carvana_seg.recipe.nested import BLEND_RULES  # noqa: E402
 from carvana_seg.recipe.recipe import Recipe  # noqa: E402
 from carvana_seg.rle import rle_decode  # noqa: E402
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(BLEND_RULES), help="blend rules to compare, comma-separated")
     parser.add_argument("overrides", nargs="*", help="key=value settings for every experiment")
     args = parser.parse_args()
+    check_plain_name(args.name, "--name")  # it names folders
     label = f"holdout_{args.name}"
     unknown = sorted(set(args.rules.split(",")) - set(BLEND_RULES))
     if unknown:
