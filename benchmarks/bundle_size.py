@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, write_result  # noqa: E402
 
 from carvana_seg.config import load_config  # noqa: E402
-from carvana_seg.core.paths import ExperimentPaths  # noqa: E402
+from carvana_seg.store.paths import ExperimentPaths  # noqa: E402
 from carvana_seg.inference.bundle import bundle_bytes, export_bundle  # noqa: E402
 from carvana_seg.models import save_checkpoint  # noqa: E402
 from carvana_seg.models.registry import build_model  # noqa: E402

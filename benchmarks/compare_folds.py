@@ -19,8 +19,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from carvana_seg.core.metrics import HALF, dice_by_level  # noqa: E402
-from carvana_seg.core.oof import OOF, original_size_histograms  # noqa: E402
+from carvana_seg.ops.metrics import HALF, dice_by_level  # noqa: E402
+from carvana_seg.store.oof import OOF, original_size_histograms  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
 

@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from carvana_seg.config import parse_size
-from carvana_seg.core import device_photos
-from carvana_seg.core.photos import same_size_batches
+from carvana_seg.data import device_photos
+from carvana_seg.data.photos import same_size_batches
 from carvana_seg.data.layout import CarvanaLayout, image_size
 from carvana_seg.data.synthetic import generate
 from carvana_seg.inference.submit import TestPhotos

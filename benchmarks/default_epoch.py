@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, write_result  # noqa: E402
 
-from carvana_seg.demo import SYNTHETIC_ARGS  # noqa: E402
+from carvana_seg.commands.demo import SYNTHETIC_ARGS  # noqa: E402
 
 
 def main() -> None:

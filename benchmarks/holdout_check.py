@@ -29,19 +29,19 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from carvana_seg.cli import run  # noqa: E402
+from carvana_seg.commands.cli import run  # noqa: E402
 from carvana_seg.config import load_config  # noqa: E402
-from carvana_seg.core.bootstrap import paired_bootstrap  # noqa: E402
-from carvana_seg.core.metrics import dice_per_image  # noqa: E402
+from carvana_seg.ops.bootstrap import paired_bootstrap  # noqa: E402
+from carvana_seg.ops.metrics import dice_per_image  # noqa: E402
 from carvana_seg.data.folds import make_folds, write_folds  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
 from carvana_seg.inference.submit import predict_submission  # noqa: E402
-from carvana_seg.inference.tune import image_cars, load_candidates, save_recipe, tuned_recipe  # noqa: E402
+from carvana_seg.recipe.tune import image_cars, load_candidates, save_recipe, tuned_recipe  # noqa: E402
 from carvana_seg.names import check_plain_name  # noqa: E402
 from carvana_seg.recipe.nested import BLEND_RULES  # noqa: E402
 from carvana_seg.recipe.recipe import Recipe  # noqa: E402
-from carvana_seg.rle import rle_decode  # noqa: E402
+from carvana_seg.ops.rle import rle_decode  # noqa: E402
 from carvana_seg.training.cv import train_experiments  # noqa: E402
 
 

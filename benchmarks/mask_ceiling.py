@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL_CARVANA, write_result  # noqa: E402
 
 from carvana_seg.config import parse_size  # noqa: E402
-from carvana_seg.core.metrics import dice_per_image  # noqa: E402
-from carvana_seg.core.oof import upsample_probs  # noqa: E402
+from carvana_seg.ops.metrics import dice_per_image  # noqa: E402
+from carvana_seg.store.oof import upsample_probs  # noqa: E402
 from carvana_seg.data.layout import read_mask_file  # noqa: E402
 from carvana_seg.data.sources import HALF_COVERED, covered, mask_coverage  # noqa: E402
 

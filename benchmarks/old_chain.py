@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from carvana_seg.data.layout import read_image
-from carvana_seg.rle import rle_encode
+from carvana_seg.ops.rle import rle_encode
 
 SUBSAMPLE = 2
 

@@ -53,7 +53,7 @@ def prepare(work: Path, shape: str) -> Path:
     from carvana_seg.data.folds import make_folds, write_folds
     from carvana_seg.data.layout import CarvanaLayout
     from carvana_seg.data.synthetic import generate
-    from carvana_seg.inference.tune import tune
+    from carvana_seg.recipe.tune import tune
     from carvana_seg.models import build_model, save_checkpoint
     from carvana_seg.recipe.recipe import Member, Recipe, Refine
     from carvana_seg.training.cv import train_experiments
@@ -146,12 +146,12 @@ def stage_split(recipe_path: Path, data: Path, device: str, batch_size: int, pho
     import old_chain
     import torch
 
-    from carvana_seg.core.host_memory import keep_freed_memory
+    from carvana_seg.ops.host_memory import keep_freed_memory
     from carvana_seg.data.layout import CarvanaLayout, image_size
     from carvana_seg.inference.submit import TestPhotos, load_members, member_levels
     from carvana_seg.recipe.chain import encode_batch, probability_values, threshold
     from carvana_seg.recipe.recipe import Recipe
-    from carvana_seg.recipe.runs import batch_runs
+    from carvana_seg.ops.rle import batch_runs
 
     keep_freed_memory()
     dev = torch.device(device)
@@ -243,9 +243,9 @@ def decode_seconds(data: Path, count: int, repeats: int) -> float:
 
 def agreement(a: Path, b: Path, data: Path) -> np.ndarray:
     """Per-photo Dice between two submissions' masks."""
-    from carvana_seg.core.metrics import dice_per_image
+    from carvana_seg.ops.metrics import dice_per_image
     from carvana_seg.data.layout import image_size
-    from carvana_seg.rle import rle_decode
+    from carvana_seg.ops.rle import rle_decode
 
     first, second = pd.read_csv(a, keep_default_na=False), pd.read_csv(b, keep_default_na=False)
     size = image_size(next((data / "test").glob("*.jpg")))

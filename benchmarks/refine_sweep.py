@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from carvana_seg.core.experiment import default_device  # noqa: E402
+from carvana_seg.store.experiment import default_device  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout  # noqa: E402
-from carvana_seg.inference.tune import REFINE_CANDIDATES, draft_recipe, load_member, recipe_histograms, threshold_scores, tta_label  # noqa: E402
+from carvana_seg.recipe.tune import REFINE_CANDIDATES, draft_recipe, load_member, recipe_histograms, threshold_scores, tta_label  # noqa: E402
 from carvana_seg.recipe.recipe import Refine  # noqa: E402
 
 

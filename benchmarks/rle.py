@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL_CARVANA, write_result  # noqa: E402
 
 from carvana_seg.data.layout import read_mask_file  # noqa: E402
-from carvana_seg.rle import rle_decode, rle_encode  # noqa: E402
+from carvana_seg.ops.rle import rle_decode, rle_encode  # noqa: E402
 
 
 def kaggle_encode(img: np.ndarray) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL_CARVANA, write_result  # noqa: E402
 
-from carvana_seg.core.metrics import dice_by_level, dice_per_image, level_histograms  # noqa: E402
+from carvana_seg.ops.metrics import dice_by_level, dice_per_image, level_histograms  # noqa: E402
 from carvana_seg.data.layout import read_mask_file  # noqa: E402
 
 

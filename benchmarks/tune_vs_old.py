@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, write_result  # noqa: E402
 
-from carvana_seg.inference.tune import tune  # noqa: E402
+from carvana_seg.recipe.tune import tune  # noqa: E402
 
 
 def old_recipe(commit: str, runs_dir: str, exp: str, tta: str, work: Path) -> dict:

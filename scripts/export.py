@@ -4,7 +4,7 @@ The command line (`--help` shows its examples) lives in carvana_seg/commands/exp
 also installed as the console command `carvana-export`.
 """
 
-from carvana_seg.cli import quiet_ctrl_c_while_loading, run
+from carvana_seg.commands.cli import quiet_ctrl_c_while_loading, run
 
 quiet_ctrl_c_while_loading("the export")  # before the imports below (torch: seconds)
 from carvana_seg.commands.export import main  # noqa: E402

@@ -1,30 +1,12 @@
 """A preview grid of a Carvana-layout folder: rows are cars, columns angles, mask tinted and outlined.
 
-    python scripts/preview_synthetic.py --data input/synthetic --out docs/synthetic_preview.png
-    python scripts/preview_synthetic.py --data ../shared/carvana --out /tmp/carvana_preview.png --cars 2
-
-Shows at a glance whether masks sit exactly on the cars (thin parts in, shadow out).
-The PNG is palette-quantised so the 4x4 grid of 480x320 thumbnails stays small.
-
-Manual: docs/data.md
+The command line (`--help` shows its examples) lives in carvana_seg/commands/preview_synthetic.py.
 """
 
-import argparse
-from pathlib import Path
+from carvana_seg.commands.cli import quiet_ctrl_c_while_loading, run
 
-from carvana_seg.cli import run
-from carvana_seg.reporting.preview import preview
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("input/synthetic"), help="a Carvana-layout folder")
-    parser.add_argument("--out", type=Path, default=Path("docs/synthetic_preview.png"))
-    parser.add_argument("--cars", type=int, default=4, help="rows of the grid")
-    args = parser.parse_args()
-    out = preview(args.data, args.out, args.cars)
-    print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
-
+quiet_ctrl_c_while_loading("the preview")  # before the imports below (torch: seconds)
+from carvana_seg.commands.preview_synthetic import main  # noqa: E402
 
 if __name__ == "__main__":
     run(main)

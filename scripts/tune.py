@@ -4,7 +4,7 @@ The command line (`--help` shows its examples) lives in carvana_seg/commands/tun
 also installed as the console command `carvana-tune`.
 """
 
-from carvana_seg.cli import quiet_ctrl_c_while_loading, run
+from carvana_seg.commands.cli import quiet_ctrl_c_while_loading, run
 
 quiet_ctrl_c_while_loading("tuning")  # before the imports below (torch: seconds)
 from carvana_seg.commands.tune import main  # noqa: E402

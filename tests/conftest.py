@@ -32,7 +32,7 @@ def write_tiny_layout(root: Path, cars: int = 4, angles: int = 3, hw: tuple[int,
     from PIL import Image
 
     from carvana_seg.data.layout import write_mask_gif
-    from carvana_seg.rle import rle_encode
+    from carvana_seg.ops.rle import rle_encode
 
     (root / "train").mkdir(parents=True)
     (root / "train_masks").mkdir()

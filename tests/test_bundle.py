@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from conftest import tree
 
-from carvana_seg.core.metrics import dice_per_image
+from carvana_seg.ops.metrics import dice_per_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import onnx_backend
 from carvana_seg.inference.bundle import BundleError, export_bundle, load_bundle, sha256, verify_bundle
 from carvana_seg.inference.submit import predict_submission
 from carvana_seg.recipe.recipe import Member, Recipe, Refine
-from carvana_seg.rle import rle_decode
+from carvana_seg.ops.rle import rle_decode
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}

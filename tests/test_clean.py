@@ -15,7 +15,7 @@ import pytest
 from conftest import tree
 
 from carvana_seg.config import load_config
-from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.locks import exclusive_lock
 
 REPO = Path(__file__).resolve().parents[1]

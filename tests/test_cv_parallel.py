@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import write_tiny_layout
 
-from carvana_seg.core.oof import OOF
+from carvana_seg.store.oof import OOF
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 
@@ -96,7 +96,7 @@ def test_parallel_matches_sequential_names_a_failed_fold_and_resumes(tmp_path, d
         np.testing.assert_array_equal(seq.probs, par.probs)  # byte-equal uint8 levels
         record = json.loads((tmp_path / "runs" / "par" / f"fold{fold}" / "run.json").read_text())
         assert RUN_KEYS <= record.keys() and record["processes"] == 1 and record["torch_threads"] == 1
-        assert "carvana_seg.training.run_fold" in " ".join(record["command"]) or "run_fold.py" in " ".join(record["command"])
+        assert "carvana_seg.commands.train_fold" in " ".join(record["command"]) or "train_fold.py" in " ".join(record["command"])
     failed_session = json.loads((tmp_path / "runs" / "par" / "fold1" / "run.json").read_text())["previous"][-1]
     assert failed_session["status"] == "failed" and "NotADirectoryError" in failed_session["error"]
 

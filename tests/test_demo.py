@@ -8,7 +8,7 @@ import pandas as pd
 
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.config import load_config
-from carvana_seg.demo import generated_files_overrides, staged_test_set
+from carvana_seg.commands.demo import generated_files_overrides, staged_test_set
 from carvana_seg.io_utils import writable
 
 
@@ -48,8 +48,8 @@ def test_the_demo_ranks_only_its_own_experiments_and_ensemble(trained, tmp_path,
     """The quick start's `my_unet` in the same runs folder is the user's: the demo's board leaves it out."""
     import shutil
 
-    from carvana_seg.demo import ENSEMBLE_NAME, demo_leaderboard
-    from carvana_seg.inference.tune import tune
+    from carvana_seg.commands.demo import ENSEMBLE_NAME, demo_leaderboard
+    from carvana_seg.recipe.tune import tune
     from carvana_seg.reporting.leaderboard import build_leaderboard
 
     for kind in ("runs", "oof"):

@@ -1,4 +1,4 @@
-"""`predict.py --decode device`: the batch decoded on the model's device (core/device_photos.py)
+"""`predict.py --decode device`: the batch decoded on the model's device (data/device_photos.py)
 against the default path, whose loader workers decode each photo.
 
 The tests need no GPU: the device path runs on CPU tensors (decode_jpeg with device="cpu";
@@ -22,15 +22,16 @@ import pytest
 import torch
 from PIL import Image
 
-from carvana_seg.core import device_photos, kernels
-from carvana_seg.core.metrics import dice_per_image
-from carvana_seg.core.photos import read_grey
+from carvana_seg.data import device_photos
+from carvana_seg.ops import kernels
+from carvana_seg.ops.metrics import dice_per_image
+from carvana_seg.data.photos import read_grey
 from carvana_seg.data.layout import CarvanaLayout, DataError, read_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
-from carvana_seg.inference.tune import tune
+from carvana_seg.recipe.tune import tune
 from carvana_seg.recipe.recipe import Refine
-from carvana_seg.rle import rle_decode
+from carvana_seg.ops.rle import rle_decode
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision are deprecated:DeprecationWarning")

@@ -14,7 +14,7 @@ from conftest import write_tiny_layout
 
 from carvana_seg.cleanup import experiment_folders, finished_states, remove
 from carvana_seg.config import load_config
-from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.errors import PipelineError

@@ -26,7 +26,7 @@ from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import exclusive_lock
-from carvana_seg.training import run_fold
+from carvana_seg.commands import train_fold as run_fold
 from carvana_seg.training.parallel import FoldJob, prepare, start, status_line
 from carvana_seg.training.trainer import train_fold
 

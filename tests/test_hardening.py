@@ -1,7 +1,7 @@
 """Each bad input is refused with one line naming the file or key (no traceback),
 and an interrupted step leaves a state the next run recovers from.
 
-Script-level checks run the script's `main` in-process through `carvana_seg.cli.run` (exit
+Script-level checks run the script's `main` in-process through `carvana_seg.commands.cli.run` (exit
 status and the one printed line), except where only a real process shows the behaviour
 (a kill -9, the first script run that crashed before).
 """
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from conftest import gif_claiming, jpeg_claiming
 from carvana_seg import config as config_module
-from carvana_seg.cli import parse_config_args, run
+from carvana_seg.commands.cli import parse_config_args, run
 from carvana_seg.config import CHOICES, ConfigError, load_config, read_saved_config, save_config
 from carvana_seg.data import synthetic
 from carvana_seg.data.dataset import SegmentationDataset
@@ -43,7 +43,7 @@ from carvana_seg.data.layout import (
 from carvana_seg.data.sources import BUILD_LOCK, DecodedSource, build_cache, remove_abandoned_builds
 from carvana_seg.data.workers import worker_errors
 from carvana_seg.names import PlainNameError, check_plain_name
-from carvana_seg.rle import RLEError, rle_runs
+from carvana_seg.ops.rle import RLEError, rle_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_oversized_mask_header_is_refused(tmp_path):
 
 def test_pils_own_bomb_warning_does_not_surface(tmp_path):
     photo = jpeg_claiming(tmp_path / "big.jpg", 12000, 12000)  # over PIL's warning limit, under its error
-    code = "import sys; from carvana_seg.cli import run; from carvana_seg.data.layout import image_size; run(lambda: image_size(sys.argv[1]))"
+    code = "import sys; from carvana_seg.commands.cli import run; from carvana_seg.data.layout import image_size; run(lambda: image_size(sys.argv[1]))"
     result = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith(f"error: image {photo}: header claims 12000x12000")
     assert result.stderr.count("\n") == 1 and "Warning" not in result.stderr, result.stderr

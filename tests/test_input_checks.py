@@ -1,7 +1,7 @@
 """Inputs checked whole before a run writes anything: encoder weight files, every training
 photo's and mask's header, train_masks/ against train_masks.csv, and photos that are not JPEGs.
 
-Each case is fed through the command a user types (in-process through `carvana_seg.cli.run`)
+Each case is fed through the command a user types (in-process through `carvana_seg.commands.cli.run`)
 and checks the one printed line, the exit status, and that no experiment was claimed
 (no runs/<exp>/config.yaml, no fold folder, no oof/<exp>).
 """
@@ -24,15 +24,15 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import gif_claiming, jpeg_claiming
-from carvana_seg.cli import run
+from carvana_seg.commands.cli import run
 from carvana_seg.commands import train as train_command
 from carvana_seg.config import ConfigError, load_config
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout, DataError, check_photos, write_mask_gif
 from carvana_seg.inference import submit
-from carvana_seg.inference.tune import tune
+from carvana_seg.recipe.tune import tune
 from carvana_seg.models import build_model, check_encoder_weights
-from carvana_seg.training import run_fold
+from carvana_seg.commands import train_fold as run_fold
 from carvana_seg.training.parallel import prepare
 
 REPO = Path(__file__).resolve().parents[1]

@@ -104,8 +104,8 @@ def test_leaderboard_on_two_tiny_experiments(trained, tmp_path):
 
 
 def test_experiment_with_missing_folds_is_listed_not_ranked(trained, tmp_path):
-    from carvana_seg.core.experiment import experiment_config
-    from carvana_seg.core.paths import ExperimentPaths
+    from carvana_seg.store.experiment import experiment_config
+    from carvana_seg.store.paths import ExperimentPaths
 
     cfg = experiment_config("plain", trained / "runs")
     cfg.exp.name = "res"
@@ -121,8 +121,8 @@ def test_experiment_with_missing_folds_is_listed_not_ranked(trained, tmp_path):
 
 
 def test_leaderboard_with_nothing_finished_names_the_missing_folds(trained, tmp_path):
-    from carvana_seg.core.experiment import experiment_config
-    from carvana_seg.core.paths import ExperimentPaths
+    from carvana_seg.store.experiment import experiment_config
+    from carvana_seg.store.paths import ExperimentPaths
     from carvana_seg.errors import PipelineError
 
     cfg = experiment_config("plain", trained / "runs")

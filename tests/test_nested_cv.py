@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carvana_seg.core.oof import OOF
+from carvana_seg.store.oof import OOF
 from carvana_seg.errors import PipelineError
-from carvana_seg.inference import tune as tuning
-from carvana_seg.inference.tune import (
+from carvana_seg.recipe import tune as tuning
+from carvana_seg.recipe.tune import (
     REFINE_CANDIDATES,
     SHRINKAGE,
     Candidates,

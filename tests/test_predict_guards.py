@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import tree
 
-from carvana_seg.cli import run
+from carvana_seg.commands.cli import run
 from carvana_seg.commands.predict import main as predict_main
 from carvana_seg.config import load_config, save_config
 from carvana_seg.inference import submit
-from carvana_seg.inference.tune import tune
+from carvana_seg.recipe.tune import tune
 from carvana_seg.locks import exclusive_lock
 from carvana_seg.recipe.recipe import Member, Recipe
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from carvana_seg.config import ConfigError, load_config, save_config
-from carvana_seg.core.views import parse_tta
+from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.recipe.recipe import Member, Recipe, RecipeError, Refine
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from carvana_seg.data.layout import read_mask_file
-from carvana_seg.rle import RLEError, rle_decode, rle_encode
+from carvana_seg.ops.rle import RLEError, rle_decode, rle_encode
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,4 +1,4 @@
-"""Masks as runs (recipe/runs.py) and the post-processing on them: exactly what OpenCV's
+"""Masks as runs (ops/rle.py) and the post-processing on them: exactly what OpenCV's
 8-connected components and the pixel RLE writer give on the full masks."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from carvana_seg.core import kernels
-from carvana_seg.core.metrics import dice_per_image
+from carvana_seg.ops import kernels
+from carvana_seg.ops.metrics import dice_per_image
 from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
-from carvana_seg.recipe.runs import Runs, batch_runs, dice, row_sums
-from carvana_seg.rle import rle_encode
+from carvana_seg.ops.rle import Runs, batch_runs, dice, row_sums
+from carvana_seg.ops.rle import rle_encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import old_chain  # noqa: E402  (the cv2-on-pixels post-processing the runs replace)

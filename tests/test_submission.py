@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from carvana_seg.core.metrics import dice_by_level, dice_per_image, level_histograms
-from carvana_seg.core.views import parse_tta, predict_probs
+from carvana_seg.ops.metrics import dice_by_level, dice_per_image, level_histograms
+from carvana_seg.models.tta import predict_probs
+from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
-from carvana_seg.inference.tune import MIN_GAIN, check_complete, nested_threshold_dice, tune
+from carvana_seg.recipe.tune import MIN_GAIN, check_complete, nested_threshold_dice, tune
 from carvana_seg.recipe import chain
 from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
-from carvana_seg.recipe.runs import Runs
+from carvana_seg.ops.rle import Runs
 from carvana_seg.recipe.recipe import Member, Recipe, RecipeError, Refine
 
 REPO = Path(__file__).resolve().parents[1]

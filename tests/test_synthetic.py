@@ -17,7 +17,7 @@ from PIL import Image
 from carvana_seg.data import synthetic
 from carvana_seg.data.synthetic import generate
 from carvana_seg.errors import PipelineError
-from carvana_seg.rle import rle_decode
+from carvana_seg.ops.rle import rle_decode
 
 SIZE = (192, 128)  # width, height: about 10 ms per photo
 CARS, TEST_CARS, SEED = 3, 1, 7

@@ -14,7 +14,7 @@ from conftest import write_tiny_layout
 from safetensors.numpy import load_file
 
 from carvana_seg.config import ConfigError, load_config
-from carvana_seg.core.oof import OOF
+from carvana_seg.store.oof import OOF
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.models import load_checkpoint

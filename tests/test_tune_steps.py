@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carvana_seg.core.metrics import HALF
-from carvana_seg.inference.tune import MIN_GAIN, kept_postprocess, with_best_threshold
+from carvana_seg.ops.metrics import HALF
+from carvana_seg.recipe.tune import MIN_GAIN, kept_postprocess, with_best_threshold
 from carvana_seg.recipe.recipe import Member, Recipe
 
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from carvana_seg.core import kernels
+from carvana_seg.ops import kernels
 from carvana_seg.recipe.chain import finish, thresholded_runs
 from carvana_seg.recipe.recipe import Member, Recipe, Refine
 

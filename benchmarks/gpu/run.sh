@@ -200,7 +200,7 @@ for name in ["torchvision", "numpy", "cv2", "pandas", "scipy", "sklearn", "PIL",
         print(f"  {name:28s} {str(getattr(module, '__version__', '?')):14s} {getattr(module, '__file__', '')}")
     except Exception as error:  # noqa: BLE001
         print(f"  {name:28s} !!! {type(error).__name__}: {error}")
-for name in ["carvana_seg.inference.submit", "carvana_seg.training.cv", "carvana_seg.core.device_photos", "carvana_seg.models"]:
+for name in ["carvana_seg.inference.submit", "carvana_seg.training.cv", "carvana_seg.data.device_photos", "carvana_seg.models"]:
     try:
         importlib.import_module(name)
         print(f"  import {name}: ok")

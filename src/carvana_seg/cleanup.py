@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from carvana_seg.config import Config, read_saved_config
-from carvana_seg.core.experiment import experiment_config
-from carvana_seg.core.paths import FOLD_LOCK, ExperimentPaths
+from carvana_seg.store.experiment import experiment_config
+from carvana_seg.store.paths import FOLD_LOCK, ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import holder
 from carvana_seg.names import check_plain_name

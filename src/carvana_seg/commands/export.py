@@ -17,7 +17,7 @@ Manual: docs/offline.md
 
 import argparse
 
-from carvana_seg.cli import run
+from carvana_seg.commands.cli import run
 from carvana_seg.inference.bundle import bundle_bytes, export_bundle
 
 

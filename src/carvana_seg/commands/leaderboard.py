@@ -15,7 +15,7 @@ Manual: docs/leaderboard.md
 
 import argparse
 
-from carvana_seg.cli import run
+from carvana_seg.commands.cli import run
 from carvana_seg.reporting.leaderboard import build_leaderboard
 
 

@@ -13,8 +13,8 @@ Manual: docs/submission.md (GPUs: docs/gpu.md; bundles: docs/offline.md)
 
 import argparse
 
-from carvana_seg.cli import OneLineParser, non_negative_int, positive_int, run
-from carvana_seg.core.device_photos import DECODES
+from carvana_seg.commands.cli import OneLineParser, non_negative_int, positive_int, run
+from carvana_seg.data.device_photos import DECODES
 from carvana_seg.inference.bundle import load_bundle
 from carvana_seg.inference.submit import BACKENDS, CHUNK_IMAGES, predict_submission
 

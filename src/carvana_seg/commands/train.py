@@ -20,7 +20,7 @@ import sys
 
 import pandas as pd
 
-from carvana_seg.cli import run
+from carvana_seg.commands.cli import run
 from carvana_seg.config import Config, ConfigError, load_config
 from carvana_seg.training.cv import train_experiments
 from carvana_seg.training.lifecycle import Interrupted, distributed, exit_stopped, stop_signals

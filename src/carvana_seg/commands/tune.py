@@ -13,8 +13,8 @@ Manual: docs/submission.md
 
 import argparse
 
-from carvana_seg.cli import run
-from carvana_seg.inference.tune import AUTO, BLEND_CHOICES, DEFAULT_BLEND_RULE, tune
+from carvana_seg.commands.cli import run
+from carvana_seg.recipe.tune import AUTO, BLEND_CHOICES, DEFAULT_BLEND_RULE, tune
 from carvana_seg.recipe.nested import BLEND_RULES
 from carvana_seg.recipe.recipe import Recipe
 

@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from carvana_seg.errors import PipelineError
-from carvana_seg.rle import RLEError, rle_decode, rle_runs
+from carvana_seg.ops.rle import RLEError, rle_decode, rle_runs
 
 ID_PATTERN = re.compile(r"^(?P<car>.+)_(?P<angle>\d+)$")
 PHOTO_SUFFIX = ".jpg"  # compared case-insensitively: `X.JPG` is the photo of id X

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from carvana_seg import __version__
-from carvana_seg.core.experiment import experiment_config, fold_weights
+from carvana_seg.store.experiment import experiment_config, fold_weights
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.onnx_backend import ONNX_NAME, export_onnx, view_sizes
 from carvana_seg.io_utils import atomic_write_text, blocking_parent
@@ -79,7 +79,7 @@ def _copy_member(member: Member, root: Path, views: list[str] | None) -> dict:
         (dest / f"fold{fold}").mkdir()
         shutil.copyfile(source, dest / f"fold{fold}" / WEIGHTS_NAME)
         if views is not None:
-            model, _ = load_checkpoint(source)  # folded as predict folds it (core/experiment.load_fold_model)
+            model, _ = load_checkpoint(source)  # folded as predict folds it (store/experiment.load_fold_model)
             diffs.append(export_onnx(fold_batchnorm(model.eval()), dest / f"fold{fold}" / ONNX_NAME, view_sizes(cfg.data.hw, views)))
     if views is not None:
         entry["onnx_max_abs_diff"] = diffs  # per fold, on probabilities, torch vs onnxruntime (fp32)

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from carvana_seg.rle import RLEError, rle_runs
+from carvana_seg.ops.rle import RLEError, rle_runs
 
 HEADER = ["img", "rle_mask"]
 MAX_REPORTED = 10

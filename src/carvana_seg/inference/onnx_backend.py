@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from carvana_seg.config import Config
-from carvana_seg.core.paths import ExperimentPaths
-from carvana_seg.core.views import SCALE_VIEW
+from carvana_seg.store.paths import ExperimentPaths
+from carvana_seg.models.tta import SCALE_VIEW
 from carvana_seg.errors import PipelineError
 
 ONNX_NAME = "model.onnx"  # beside the fold's model.safetensors

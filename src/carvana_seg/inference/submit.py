@@ -35,11 +35,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
-from carvana_seg.core.device_photos import check_decode, device_inputs, read_jpeg
-from carvana_seg.core.experiment import experiment_config, fold_weights, load_fold_model
-from carvana_seg.core.host_memory import keep_freed_memory
-from carvana_seg.core.photos import read_grey, same_size_batches
-from carvana_seg.core.views import predict_probs, to_levels
+from carvana_seg.data.device_photos import check_decode, device_inputs, read_jpeg
+from carvana_seg.store.experiment import experiment_config, fold_weights, load_fold_model
+from carvana_seg.ops.host_memory import keep_freed_memory
+from carvana_seg.data.photos import read_grey, same_size_batches
+from carvana_seg.models.tta import predict_probs, to_levels
 from carvana_seg.data.dataset import build_transform
 from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
 from carvana_seg.data.sources import resize_image
@@ -69,7 +69,7 @@ class TestPhotos(Dataset):
     JPEG draft mode, as training read it), and at full size as the grey guide when refining.
 
     `decode` "device": a loader worker only reads the photo's bytes; `on_device` decodes the
-    whole batch on the model's device and makes the same inputs there (core/device_photos.py)."""
+    whole batch on the model's device and makes the same inputs there (data/device_photos.py)."""
 
     def __init__(self, layout: CarvanaLayout, ids: list[str], member_sizes: list[tuple[int, int]], with_guides: bool, decode: str = "cpu"):
         check_decode(decode)
@@ -229,7 +229,7 @@ def predict_submission(
     `compress`; the file's name decides: see `submission_path`). `batch_size` 0: 32 photos
     on a GPU, 4 on the CPU. `backend` onnxruntime: the fold networks are the bundle's ONNX files.
     `decode` "device": the photos are decoded on the model's device, a batch at a time, instead
-    of in the loader workers (core/device_photos.py; opt-in, its inputs differ slightly)."""
+    of in the loader workers (data/device_photos.py; opt-in, its inputs differ slightly)."""
     check_decode(decode)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     keep_freed_memory()

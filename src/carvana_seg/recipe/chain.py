@@ -3,7 +3,7 @@
     member maps (training size, uint8 levels)
       -> blend (weighted, on each member's own grid) -> upsample to the photo's size
       -> edge refinement (guided filter on the photo, optional) -> uint8 levels
-      -> threshold -> runs (recipe/runs.py) -> post-processing (optional) -> RLE
+      -> threshold -> runs (ops/rle.py) -> post-processing (optional) -> RLE
 
 Tuning scores the levels and masks this chain makes on OOF maps; prediction applies it to
 the test photos; the leaderboard and the benchmarks call it too: there is no second copy
@@ -20,10 +20,10 @@ from concurrent.futures import Executor, Future
 
 import torch
 
-from carvana_seg.core.kernels import box_mean, multiply_add, quantize, resize_area, resize_bilinear, rounds_to_at_least
+from carvana_seg.ops.kernels import box_mean, multiply_add, quantize, resize_area, resize_bilinear, rounds_to_at_least
 from carvana_seg.recipe.postprocess import apply_postprocess
 from carvana_seg.recipe.recipe import Recipe, Refine
-from carvana_seg.recipe.runs import Runs, batch_runs
+from carvana_seg.ops.rle import Runs, batch_runs
 
 SUBSAMPLE = 2  # the guided filter works at half resolution and upsamples its coefficients ("fast guided filter")
 
@@ -111,7 +111,7 @@ def apply_recipe(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple[int, 
     when the run boundaries come back), and only post-processing and encoding go to `pool`.
     On the CPU each photo's whole chain goes to `pool`: its OpenCV kernels and numpy release
     the GIL, so photos run on both cores beside the next batch's networks, and one photo's
-    maps (at most 10 MB each) stay small enough for malloc to reuse (core/host_memory.py)."""
+    maps (at most 10 MB each) stay small enough for malloc to reuse (ops/host_memory.py)."""
     if maps[0].device.type != "cpu":
         batch = pool.submit(encode_batch, recipe, thresholded_runs(recipe, maps, size, guide))
         return [(batch, k) for k in range(len(maps[0]))]

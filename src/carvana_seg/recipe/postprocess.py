@@ -1,6 +1,6 @@
 """Mask post-processing options; tuning keeps one only if it raises CV Dice on OOF.
 
-Each step maps a mask's runs (recipe/runs.py) to new runs, with 8-connected components
+Each step maps a mask's runs (ops/rle.py) to new runs, with 8-connected components
 as OpenCV counts them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from carvana_seg.config import ConfigError
-from carvana_seg.recipe.runs import Runs
+from carvana_seg.ops.rle import Runs
 
 MIN_AREA_FRACTION = 0.001  # `min_area` drops components smaller than this share of the image
 

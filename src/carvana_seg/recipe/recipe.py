@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carvana_seg.config import ConfigError
-from carvana_seg.core.experiment import experiment_config
-from carvana_seg.core.views import parse_tta
+from carvana_seg.store.experiment import experiment_config
+from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.names import check_plain_name

@@ -28,12 +28,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from carvana_seg.config import Config  # noqa: E402
-from carvana_seg.core.bootstrap import BOOTSTRAP_SAMPLES, paired_bootstrap  # noqa: E402  (re-exported)
-from carvana_seg.core.experiment import experiment_config  # noqa: E402
-from carvana_seg.core.metrics import dice_by_level  # noqa: E402
-from carvana_seg.core.paths import ExperimentPaths  # noqa: E402
+from carvana_seg.ops.bootstrap import BOOTSTRAP_SAMPLES, paired_bootstrap  # noqa: E402  (re-exported)
+from carvana_seg.store.experiment import experiment_config  # noqa: E402
+from carvana_seg.ops.metrics import dice_by_level  # noqa: E402
+from carvana_seg.store.paths import ExperimentPaths  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
-from carvana_seg.inference.tune import (  # noqa: E402
+from carvana_seg.recipe.tune import (  # noqa: E402
     image_cars,
     image_folds,
     load_member,

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from carvana_seg.core.oof import upsample_probs  # noqa: E402
+from carvana_seg.store.oof import upsample_probs  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, read_image  # noqa: E402
 from carvana_seg.io_utils import atomic_path  # noqa: E402
 

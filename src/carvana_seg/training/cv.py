@@ -13,7 +13,7 @@ import json
 import pandas as pd
 
 from carvana_seg.config import Config
-from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.training.session import process_accelerator
 from carvana_seg.training.trainer import check_inputs, train_fold
 

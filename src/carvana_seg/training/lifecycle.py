@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from carvana_seg.config import Config
-from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import exclusive_lock
 from carvana_seg.training.resume import check_saved_state

@@ -2,7 +2,7 @@
 
 Why: a small network at a small batch (the CPU recipe's, at batch 8) leaves a large GPU
 mostly idle, while several folds side by side can fill it. So each fold is a child process
-(`python -m carvana_seg.training.run_fold ... --resume`) with its own `CUDA_VISIBLE_DEVICES`
+(`python -m carvana_seg.commands.train_fold ... --resume`) with its own `CUDA_VISIBLE_DEVICES`
 (GPUs are dealt round-robin to the N slots, several folds per GPU allowed) and
 `cores // N` torch threads, logging to runs/<exp>/fold<k>/train.log.
 
@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from carvana_seg.config import Config, load_config
-from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import holder
 from carvana_seg.training.lifecycle import STOP_WITH_PARENT, Interrupted
@@ -45,7 +45,7 @@ from carvana_seg.training.trainer import check_inputs, dataset_source
 
 LOG_NAME = "train.log"
 POLL_SECONDS = 2.0
-CHILD_MODULE = "carvana_seg.training.run_fold"
+CHILD_MODULE = "carvana_seg.commands.train_fold"
 
 
 @dataclass

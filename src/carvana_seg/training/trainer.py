@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from carvana_seg.config import KEEP_CHOICES, Config, ConfigError
-from carvana_seg.core.metrics import HALF, dice_by_level, dice_per_image
-from carvana_seg.core.oof import OOF, original_size_histograms
-from carvana_seg.core.paths import ExperimentPaths
-from carvana_seg.core.views import predict_probs, to_levels
+from carvana_seg.ops.metrics import HALF, dice_by_level, dice_per_image
+from carvana_seg.store.oof import OOF, original_size_histograms
+from carvana_seg.store.paths import ExperimentPaths
+from carvana_seg.models.tta import predict_probs, to_levels
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout

@@ -22,7 +22,7 @@ from carvana_seg.data.synthetic.cars import build_car, sample_car
 from carvana_seg.data.synthetic.render import ANGLES, make_studio, render_view
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path, atomic_write_text
-from carvana_seg.rle import rle_encode
+from carvana_seg.ops.rle import rle_encode
 
 # --- Dataset layout -------------------------------------------------------------------------
 JPEG_QUALITY = 90

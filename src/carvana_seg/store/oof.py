@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from carvana_seg.core.kernels import quantize, resize_bilinear
-from carvana_seg.core.metrics import batch_level_histograms
-from carvana_seg.core.photos import read_grey, same_size_batches
+from carvana_seg.ops.kernels import quantize, resize_bilinear
+from carvana_seg.ops.metrics import batch_level_histograms
+from carvana_seg.data.photos import read_grey, same_size_batches
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.io_utils import atomic_path
 

@@ -1,12 +1,19 @@
-"""The main job end to end: data, folds, the ablation set on every fold, tuning, a TTA
-ensemble, a validated submission and the leaderboard. `make demo` runs it.
+"""Run the whole chain end to end, from data to a validated submission and the leaderboard.
 
-Every step skips work already done (finished folds, existing data), so re-running after an
-interruption continues where it stopped.
+    python scripts/demo.py
+    python scripts/demo.py --data ../shared/carvana
+    python scripts/demo.py --data ../shared/carvana train.epochs=1 data.size=64x96
+
+What `make demo` runs: synthetic Carvana-style data (or the Carvana-layout folder --data DIR),
+grouped folds, the ablation set on every fold, an hflip-TTA ensemble tuned on OOF, a validated
+submission and the leaderboard. Rerunning it skips what is done.
+
+Manual: docs/data.md (the demo on real data), README.md (`make demo`)
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -18,7 +25,7 @@ from carvana_seg.config import Config, load_config
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.inference.submit import predict_submission
-from carvana_seg.inference.tune import tune
+from carvana_seg.recipe.tune import tune
 from carvana_seg.reporting.leaderboard import RANKED_BY, build_leaderboard
 from carvana_seg.training.cv import train_experiments
 
@@ -121,3 +128,11 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
         f"submission:      {submission} (validated)\n"
         f"leaderboard:     {board_dir}/leaderboard.md, leaderboard.csv, leaderboard.png"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="a Carvana-layout folder (default: generate synthetic data)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every demo experiment")
+    args = parser.parse_intermixed_args()
+    run_demo(args.data, overrides=args.overrides)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from carvana_seg.config import Config, read_saved_config
-from carvana_seg.core.paths import ExperimentPaths
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.models import load_checkpoint
 from carvana_seg.models.fold_bn import fold_batchnorm

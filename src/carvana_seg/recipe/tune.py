@@ -37,19 +37,19 @@ import torch
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
-from carvana_seg.core.bootstrap import paired_bootstrap
-from carvana_seg.core.experiment import default_device, experiment_config
-from carvana_seg.core.host_memory import keep_freed_memory
-from carvana_seg.core.kernels import quantize
-from carvana_seg.core.metrics import HALF, batch_level_histograms, dice_by_level
-from carvana_seg.core.oof import OOF, original_size_batches, original_size_histograms
-from carvana_seg.core.paths import ExperimentPaths
-from carvana_seg.core.views import parse_tta
+from carvana_seg.ops.bootstrap import paired_bootstrap
+from carvana_seg.store.experiment import default_device, experiment_config
+from carvana_seg.ops.host_memory import keep_freed_memory
+from carvana_seg.ops.kernels import quantize
+from carvana_seg.ops.metrics import HALF, batch_level_histograms, dice_by_level
+from carvana_seg.store.oof import OOF, original_size_batches, original_size_histograms
+from carvana_seg.store.paths import ExperimentPaths
+from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout, split_id
 from carvana_seg.data.sources import resize_mask
 from carvana_seg.errors import PipelineError
-from carvana_seg.inference.predictor import oof_with_tta
+from carvana_seg.store.tta_oof import oof_with_tta
 from carvana_seg.io_utils import atomic_path
 from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.chain import blend, finish, probability_levels, thresholded_runs
@@ -57,7 +57,7 @@ from carvana_seg.recipe.nested import BLEND_RULES, FoldTuning, NestedCV
 from carvana_seg.recipe.postprocess import POSTPROCESS
 from carvana_seg.recipe.recipe import Member as RecipeMember
 from carvana_seg.recipe.recipe import Recipe, Refine
-from carvana_seg.recipe.runs import Runs, dice, row_sums
+from carvana_seg.ops.rle import Runs, dice, row_sums
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
 ASCENT_ROUNDS = 2

@@ -17,7 +17,7 @@ from carvana_seg.errors import PipelineError
 
 # A run without --config: a model and size chosen to train the demo data on a CPU (the file
 # says which and why), not the code's bare defaults.
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "default.yaml"
 
 
 def parse_config_args(

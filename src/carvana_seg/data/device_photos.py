@@ -9,13 +9,13 @@ refines, the full-size grey guide. Nothing goes back to the host.
 How close to the CPU path: the CPU path decodes in JPEG draft mode (libjpeg's DCT scaling
 by 1/2, 1/4 or 1/8, as training read the photos) and area-resizes the rest of the way; here
 the photo is decoded at full size and area-resized all the way, with OpenCV's INTER_AREA
-arithmetic (`core/kernels.resize_area`), rounded to whole levels as the CPU path's uint8
+arithmetic (`ops/kernels.resize_area`), rounded to whole levels as the CPU path's uint8
 resize is, and normalised as `A.Normalize()` does. Where draft mode does not apply (a member
 size above half the photo's, e.g. the GPU configs' 640x960 of a 1918x1280 photo) the inputs
 agree to rounding (at most 1 level); below it they differ by what DCT scaling does to edges
 (about 1 level on average on real photos: `tests/test_device_decode.py`).
 
-The guide is the photo's luma, as `core/photos.read_grey`'s. Two ways, chosen by device
+The guide is the photo's luma, as `data/photos.read_grey`'s. Two ways, chosen by device
 (`GUIDE_FROM`): on the CPU a second decode to the luma plane alone (libjpeg skips the
 chroma: faster than weighting the RGB planes, `benchmarks/results/decode_cpu.md`, and the
 same bytes as `read_grey`); on CUDA 0.299 R + 0.587 G + 0.114 B of the RGB already decoded,
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from carvana_seg.core.kernels import resize_area
+from carvana_seg.ops.kernels import resize_area
 from carvana_seg.data.layout import DataError
 from carvana_seg.errors import PipelineError
 

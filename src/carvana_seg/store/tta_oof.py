@@ -8,10 +8,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
-from carvana_seg.core.experiment import default_device, load_fold_model
-from carvana_seg.core.oof import OOF
-from carvana_seg.core.paths import ExperimentPaths
-from carvana_seg.core.views import predict_probs, to_levels
+from carvana_seg.store.experiment import default_device, load_fold_model
+from carvana_seg.store.oof import OOF
+from carvana_seg.store.paths import ExperimentPaths
+from carvana_seg.models.tta import predict_probs, to_levels
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout

@@ -5,7 +5,7 @@
     accelerate launch --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/train_fold.py --config configs/demo/unet_se.yaml --fold 1
 
 The third trains the fold over 2 processes (DDP). Without --config it trains
-configs/default.yaml. `python -m carvana_seg.training.run_fold` is the same command (each
+configs/default.yaml. `python -m carvana_seg.commands.train_fold` is the same command (each
 child of `train_cv.py --parallel` runs it).
 
 Results: runs/<exp>/fold<k>/ (weights, metrics.csv, learning curve, resumable state, run.json)
@@ -25,12 +25,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from carvana_seg.cli import parse_config_args, positive_int, run
+from carvana_seg.commands.cli import parse_config_args, positive_int, run
 from carvana_seg.training.lifecycle import Interrupted, distributed, exit_stopped, stop_signals
 from carvana_seg.training.session import training_process
 from carvana_seg.training.trainer import train_fold
 
-MODULE = "carvana_seg.training.run_fold"  # `python -m` name: how train_cv.py --parallel starts each fold
+MODULE = "carvana_seg.commands.train_fold"  # `python -m` name: how train_cv.py --parallel starts each fold
 
 
 def main(argv: list[str] | None = None) -> None:
