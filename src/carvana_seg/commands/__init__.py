@@ -1,6 +1,7 @@
-"""The command lines users type: each module's `main` parses flags and calls library code.
+"""Every command line users type: each module's `main` parses flags and calls library code.
 
-`scripts/<name>.py` runs one of them from a checkout; `pyproject.toml` installs each as a
-console command (`carvana-train`, `carvana-tune`, `carvana-predict`, `carvana-export`,
-`carvana-leaderboard`) through its `cli`, which prints a user-fixable error as one line.
+`scripts/<name>.py` is a shim that runs one of them from a checkout; `pyproject.toml` installs
+the most used as console commands (`carvana-train`, `carvana-tune`, `carvana-predict`,
+`carvana-export`, `carvana-leaderboard`) through their `cli`, which prints a user-fixable
+error as one line. `cli.py` holds what they share: config arguments and the one-line errors.
 """
