@@ -20,7 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from carvana_seg.ops.metrics import HALF, dice_by_level  # noqa: E402
-from carvana_seg.store.oof import OOF, original_size_histograms  # noqa: E402
+from carvana_seg.recipe.chain import oof_histograms  # noqa: E402
+from carvana_seg.recipe.recipe import Recipe  # noqa: E402
+from carvana_seg.store.oof import OOF  # noqa: E402
+from carvana_seg.store.paths import ExperimentPaths  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
 
@@ -31,8 +34,8 @@ def image_dice(oof_dir: Path, exp: str, folds: list[int], layout: CarvanaLayout)
     """Per-image Dice at 0.5, original size, over the given folds."""
     parts = []
     for fold in folds:
-        oof = OOF.load(oof_dir / exp / f"fold{fold}.npz")
-        positive, negative = original_size_histograms(oof, layout)
+        oof = OOF.load(ExperimentPaths(Path(), oof_dir / exp).oof_npz(fold))
+        positive, negative = oof_histograms(Recipe.single(exp, "runs", len(folds), str(layout.root)), [oof], layout)  # as the fold was scored
         parts.append(pd.Series(dice_by_level(positive, negative)[:, HALF], index=oof.ids))
     return pd.concat(parts)
 

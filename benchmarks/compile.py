@@ -24,6 +24,7 @@ from common import REPO, write_result  # noqa: E402
 
 from carvana_seg.config import load_config  # noqa: E402
 from carvana_seg.models import build_model  # noqa: E402
+from carvana_seg.models.describe import describe_model  # noqa: E402
 from carvana_seg.training.losses import build_loss  # noqa: E402
 
 
@@ -50,8 +51,8 @@ def main() -> None:
     cfg = load_config(args.config)
     torch.manual_seed(cfg.train.seed)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    images = torch.randn(cfg.train.batch_size, cfg.model.in_channels, *cfg.data.hw).contiguous(memory_format=memory_format)
-    masks = (torch.rand(cfg.train.batch_size, 1, *cfg.data.hw) > 0.5).float()
+    images = torch.randn(cfg.train.batch_size, cfg.model.in_channels, *cfg.data.size).contiguous(memory_format=memory_format)
+    masks = (torch.rand(cfg.train.batch_size, 1, *cfg.data.size) > 0.5).float()
     loss_fn = build_loss(cfg.train.loss)
     eager = build_model(cfg.model).to(memory_format=memory_format).train()
     twin = build_model(cfg.model).to(memory_format=memory_format).train()
@@ -74,7 +75,7 @@ def main() -> None:
         for name, times in step_times.items()
     ]
     body = f"""
-Config `{Path(args.config).resolve().relative_to(REPO).as_posix()}`: {cfg.model.name} {cfg.model.block} b{cfg.model.base_channels},
+Config `{Path(args.config).resolve().relative_to(REPO).as_posix()}`: {describe_model(cfg)},
 {cfg.data.size}, batch {cfg.train.batch_size}, {cfg.train.loss}, channels_last={cfg.train.channels_last}.
 {args.rounds} alternating rounds of {args.steps} steps each; the first compiled step (the compile) took
 **{compile_seconds:.0f} s** and is not in the table.

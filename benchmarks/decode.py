@@ -12,7 +12,7 @@ Each figure is the best of `--repeat` passes over all photos through one DataLoa
 workers started once, as in prediction), after one warm-up batch.
 
     python benchmarks/decode.py [--device cpu|cuda] [--workers 0 2] [--batch-size 4] [--count 64] [--sizes 256x384] [--real DIR]
-    python benchmarks/decode.py --device cuda --workers 14 --batch-size 32 --count 512    # the GPU figure (unmeasured so far)
+    python benchmarks/decode.py --device cuda --workers 14 --batch-size 32 --count 512    # the GPU figure
 """
 
 from __future__ import annotations

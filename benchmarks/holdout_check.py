@@ -33,11 +33,11 @@ from carvana_seg.commands.cli import run  # noqa: E402
 from carvana_seg.config import load_config  # noqa: E402
 from carvana_seg.ops.bootstrap import paired_bootstrap  # noqa: E402
 from carvana_seg.ops.metrics import dice_per_image  # noqa: E402
-from carvana_seg.data.folds import make_folds, write_folds  # noqa: E402
+from carvana_seg.data.folds import image_groups, make_folds, write_folds  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
 from carvana_seg.inference.submit import predict_submission  # noqa: E402
-from carvana_seg.recipe.tune import image_cars, load_candidates, save_recipe, tuned_recipe  # noqa: E402
+from carvana_seg.recipe.tune import load_candidates, save_recipe, tuned_recipe  # noqa: E402
 from carvana_seg.names import check_plain_name  # noqa: E402
 from carvana_seg.recipe.nested import BLEND_RULES  # noqa: E402
 from carvana_seg.recipe.recipe import Recipe  # noqa: E402
@@ -47,7 +47,7 @@ from carvana_seg.training.cv import train_experiments  # noqa: E402
 
 def split_cars(layout: CarvanaLayout, held_out: int, seed: int) -> list[str]:
     """`held_out` cars drawn at random (seeded) from the layout's training cars, sorted."""
-    cars = sorted(set(image_cars(np.array(layout.train_ids))))
+    cars = sorted(set(image_groups(layout, layout.train_ids)))
     if not 0 < held_out < len(cars):
         raise PipelineError(f"--held-out-cars {held_out}: choose 1..{len(cars) - 1} of the {len(cars)} training cars in {layout.root}")
     return sorted(np.random.default_rng(seed).choice(cars, held_out, replace=False).tolist())
@@ -189,7 +189,7 @@ def main() -> None:
     for recipe in recipes:
         submission = predict_submission(out / f"{recipe.name}.recipe.json", data_root=str(folder))
         scores[recipe.name] = held_out_dice(submission, source, test_ids)
-    body = report(args, recipes, scores, image_cars(np.array(test_ids)), cost, held_out_cars)
+    body = report(args, recipes, scores, np.array(image_groups(None, list(test_ids))), cost, held_out_cars)
     write_result(label, f"Held-out check {args.name}: in-sample CV, nested CV and the score on held-out cars", body)
 
 

@@ -2,8 +2,8 @@
 training size as a perfect model would predict it, upsampled back to 1918x1280 the way OOF and
 test predictions are (bilinear, threshold at one half) and scored against the original.
 
-Two targets are compared: the 0/1 mask (pixels at least half covered by the car, what the
-training used before `data.soft_masks`) and the coverage itself (`data.soft_masks=true`).
+Two targets are compared: the 0/1 mask (pixels at least half covered by the car,
+`data.soft_masks=false`) and the coverage itself (`data.soft_masks=true`).
 
     python benchmarks/mask_ceiling.py [--every 4] [--sizes 128x192,160x240,192x288,224x336,320x480]
 """
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,9 +23,12 @@ from common import REAL_CARVANA, write_result  # noqa: E402
 
 from carvana_seg.config import parse_size  # noqa: E402
 from carvana_seg.ops.metrics import dice_per_image  # noqa: E402
-from carvana_seg.store.oof import upsample_probs  # noqa: E402
+from carvana_seg.recipe.chain import probability_levels  # noqa: E402
+from carvana_seg.recipe.recipe import Recipe  # noqa: E402
 from carvana_seg.data.layout import read_mask_file  # noqa: E402
 from carvana_seg.data.sources import HALF_COVERED, covered, mask_coverage  # noqa: E402
+
+ONE_MODEL = Recipe.single("ceiling", "runs", 1, str(REAL_CARVANA))  # the chain's upsampling of one map, as a fold is scored
 
 
 def main() -> None:
@@ -44,7 +48,7 @@ def main() -> None:
         for hw in sizes:
             coverage = mask_coverage(truth, hw)
             for kind, levels in (("binary", covered(coverage) * np.uint8(255)), ("coverage", coverage)):
-                pred = upsample_probs(levels, truth.shape) >= HALF_COVERED
+                pred = probability_levels(ONE_MODEL, [torch.from_numpy(np.ascontiguousarray(levels))[None]], truth.shape)[0].numpy() >= HALF_COVERED
                 scores[hw, kind].append(dice_per_image(pred[None], truth[None])[0])
 
     rows = [

@@ -10,8 +10,8 @@ CPU, and the fastest step is the one they slowed least. GFLOPs are per image, fo
 only, counted by torch.utils.flop_counter on a meta-device copy of the model.
 
 One thread by default: on this shared 2-core machine, 2 threads while another job holds
-a core stall at every OpenMP barrier; the same case then measured anywhere from 1.7 to
-10.7 img/s, while 1 thread stayed within ~20%. Comparisons need the stable setting.
+a core stall at every OpenMP barrier and their figures swing widely (docs/benchmarks.md);
+comparisons need the stable setting.
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ def measure(overrides: list[str], size: str, channels_last: bool, steps: int, th
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = load_config(None, [*overrides, f"data.size={size}"])
-    shape = (BATCH, cfg.model.in_channels, *cfg.data.hw)
+    shape = (BATCH, cfg.model.in_channels, *cfg.data.size)
     with torch.device("meta"):
         meta_model = build_model(cfg.model)
     model = build_model(cfg.model).train()
     x = torch.randn(shape)
-    target = (torch.rand(BATCH, cfg.model.classes, *cfg.data.hw) > 0.5).float()
+    target = (torch.rand(BATCH, cfg.model.classes, *cfg.data.size) > 0.5).float()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)

@@ -1,7 +1,7 @@
-"""The prediction chain as it was before recipe/chain.py (commit 061a38d), kept only as the
-reference that tests/test_chain.py and benchmarks/predict.py compare the new chain with:
-per photo, on the CPU, in numpy and OpenCV, every member upsampled to full size as uint8,
-the photo decoded a second time for the guide, post-processing with per-pixel np.isin."""
+"""The per-photo prediction chain of commit 061a38d, kept only as the reference that
+tests/test_chain.py and benchmarks/predict.py compare recipe/chain.py with: per photo, on
+the CPU, in numpy and OpenCV, every member upsampled to full size as uint8, the photo
+decoded a second time for the guide, post-processing with per-pixel np.isin."""
 
 from __future__ import annotations
 

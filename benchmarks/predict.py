@@ -5,17 +5,16 @@ so every photo is decoded from disk as in a real run):
 
 - `tiny`: the tiny U-Net of configs/tiny.yaml (2 folds, 64x96, 1 epoch on synthetic data),
   hflip TTA, forced to refine edges (guided r8 eps 3e-4) and post-process (largest component
-  + fill holes). The network is cheap (about 6 ms a photo here), so this measures mostly the
-  chain around it. The figure asked for: the marginal cost of 128 more photos (predict
-  N+128 minus predict N, so start-up cancels) against decoding those 128 photos at full
-  size once in one thread.
+  + fill holes). The network is cheap, so this measures mostly the chain around it. The
+  figure it reports: the marginal cost of 128 more photos (predict N+128 minus predict N,
+  so start-up cancels) against decoding those 128 photos at full size once in one thread.
 - `real`: the real-data recipe's shape: configs/carvana_cpu/unet_res_256_shuffle.yaml
   (untrained weights: speed only), 4 folds x 3 views (hflip, scale1.25), refinement and
   post-processing.
 
 Each prediction runs in a fresh subprocess (its own peak RSS), each configuration
-`--repeats` times, interleaved, the fastest counting (start-up alone varies by a second or
-two on a shared machine). `old` is the chain before recipe/chain.py (benchmarks/old_chain.py,
+`--repeats` times, interleaved, the fastest counting (start-up alone varies on a shared
+machine). `old` is the chain before recipe/chain.py (benchmarks/old_chain.py,
 driven the way the old predict.py drove it: per photo in a thread pool, the photo decoded a
 second time for the guide). A stage split follows: each chain's stages timed one at a time
 in one process on 16 photos, so the pipelined totals can be read against where the time goes.
@@ -109,7 +108,7 @@ def old_predict(recipe_path: Path, data: Path, out: Path, batch_size: int, worke
     members, recipe = load_members(recipe, torch.device("cpu"))
     layout = CarvanaLayout(data)
     ids = layout.test_ids
-    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=False)
+    dataset = TestPhotos(layout, ids, [m.cfg.data.size for m in members], with_guides=False)
     refine = {"radius": recipe.refine.radius, "eps": recipe.refine.eps} if recipe.refine else None
     lines = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -159,8 +158,8 @@ def stage_split(recipe_path: Path, data: Path, device: str, batch_size: int, pho
     members, recipe = load_members(recipe, dev)
     layout = CarvanaLayout(data)
     ids = layout.test_ids[:photos]
-    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=recipe.refine is not None)
-    old_dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=False)  # the old chain decoded its guide later
+    dataset = TestPhotos(layout, ids, [m.cfg.data.size for m in members], with_guides=recipe.refine is not None)
+    old_dataset = TestPhotos(layout, ids, [m.cfg.data.size for m in members], with_guides=False)  # the old chain decoded its guide later
     refine = {"radius": recipe.refine.radius, "eps": recipe.refine.eps} if recipe.refine else None
     split: dict[str, dict[str, float]] = {"new": {}, "old": {}}
 

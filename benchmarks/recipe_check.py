@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from carvana_seg.store.experiment import default_device  # noqa: E402
-from carvana_seg.ops.metrics import HALF, dice_by_level  # noqa: E402
+from carvana_seg.ops.metrics import HALF, dice_by_level, nested_threshold_dice  # noqa: E402
 from carvana_seg.data.folds import read_folds  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout, split_id  # noqa: E402
-from carvana_seg.recipe.tune import load_member, nested_threshold_dice, postprocess_scores, recipe_histograms, tta_label  # noqa: E402
+from carvana_seg.recipe.tune import load_member, postprocess_scores, recipe_histograms, tta_label  # noqa: E402
 from carvana_seg.recipe.recipe import Recipe  # noqa: E402
 from carvana_seg.reporting.leaderboard import paired_bootstrap  # noqa: E402
 

@@ -19,7 +19,8 @@ from common import write_result  # noqa: E402
 
 from carvana_seg.store.experiment import default_device  # noqa: E402
 from carvana_seg.data.layout import CarvanaLayout  # noqa: E402
-from carvana_seg.recipe.tune import REFINE_CANDIDATES, draft_recipe, load_member, recipe_histograms, threshold_scores, tta_label  # noqa: E402
+from carvana_seg.ops.metrics import threshold_scores  # noqa: E402
+from carvana_seg.recipe.tune import REFINE_CANDIDATES, draft_recipe, load_member, recipe_histograms, tta_label  # noqa: E402
 from carvana_seg.recipe.recipe import Refine  # noqa: E402
 
 

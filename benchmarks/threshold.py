@@ -16,12 +16,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL_CARVANA, write_result  # noqa: E402
 
-from carvana_seg.ops.metrics import dice_by_level, dice_per_image, level_histograms  # noqa: E402
+from carvana_seg.ops.metrics import batch_level_histograms, dice_by_level, dice_per_image  # noqa: E402
 from carvana_seg.data.layout import read_mask_file  # noqa: E402
+
+
+def level_histograms(prob_u8: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, negative) pixel counts per probability level for one image: the library's
+    batch histograms on a batch of one, so one image's counts are in memory at a time."""
+    positive, negative = batch_level_histograms(torch.from_numpy(prob_u8)[None], torch.from_numpy(mask)[None])
+    return positive[0].numpy(), negative[0].numpy()
 
 
 def fake_probabilities(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

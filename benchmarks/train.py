@@ -42,7 +42,7 @@ def worker(config: str, data: str, use_cache: bool, work: Path) -> dict:
     write_folds(make_folds(layout, cfg.data.folds, cfg.data.fold_seed), cfg.data.folds_path)
     ids = layout.train_ids
     start = time.perf_counter()
-    source = build_cache(layout, ids, cfg.data.hw, cfg.data.cache_dir) if use_cache else DecodedSource(layout, ids, cfg.data.hw)
+    source = build_cache(layout, ids, cfg.data.size, cfg.data.cache_dir) if use_cache else DecodedSource(layout, ids, cfg.data.size)
     build_s = time.perf_counter() - start
     loader = DataLoader(SegmentationDataset(source, range(len(ids)), train=True), batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
     start = time.perf_counter()

@@ -111,3 +111,47 @@ def gif_claiming(path: Path, width: int, height: int) -> Path:
     data[6:10] = struct.pack("<HH", width, height)
     path.write_bytes(bytes(data))
     return path
+
+
+# One-line errors. A command's check runs its script's `main` in-process (through
+# `carvana_seg.commands.cli.run`) where that shows the behaviour; a real process only where
+# nothing else does (a kill -9, a script's own exit path).
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """Run scripts/<script> in-process as `python scripts/<script> args`; (exit status, stderr)."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    try:
+        runpy.run_path(str(REPO / "scripts" / script), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # sys.exit("error: ...") prints the text and exits 1
+            print(exit_.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exit_.code or 0
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, status: int, *needles: str) -> None:
+    """Exit `status` with exactly one `error:`/`config error:` line containing every needle, no traceback."""
+    lines = [line for line in err.splitlines() if line.startswith(("error:", "config error:"))]
+    assert code == status, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def one_line_error_of(fn) -> str:
+    """What `cli.run(fn)` prints: asserts a one-line `error:` exit (status 1)."""
+    from carvana_seg.commands.cli import run
+
+    with pytest.raises(SystemExit) as exit_:
+        run(fn)
+    message = exit_.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message

@@ -162,3 +162,33 @@ def test_the_gpu_kernels_give_the_cpu_kernels_masks(tiny_layout, monkeypatch):
         masks[backend] = np.stack([finish(recipe, runs).to_mask() for runs in thresholded_runs(recipe, maps, truth.shape[1:], guide)])
     assert masks["opencv"].any() and not masks["opencv"].all()
     assert (masks["opencv"] != masks["torch"]).sum() <= 2, (masks["opencv"] != masks["torch"]).sum()
+
+
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+@pytest.mark.parametrize("train_hw", [(16, 24), (24, 36), (40, 60)])
+def test_a_folds_score_is_the_chain_of_its_one_model_recipe(tiny_layout, backend, train_hw, monkeypatch):
+    """training/trainer.score_fold counts the histograms `oof_histograms` gives for the
+    experiment's one-model recipe; they equal those of each OOF map upsampled on its own
+    (bilinear, rounded to levels), the path the fold score took before it went through the
+    chain: the folds' scores do not move. Smaller, equal and larger than the photos."""
+    from carvana_seg.data.layout import CarvanaLayout
+    from carvana_seg.ops.metrics import batch_level_histograms
+    from carvana_seg.recipe.chain import oof_histograms
+    from carvana_seg.store.oof import OOF
+
+    monkeypatch.setattr(kernels, "BACKEND", backend)
+    layout = CarvanaLayout(tiny_layout)
+    ids = np.array(layout.train_ids)
+    rng = np.random.default_rng(0)
+    probs = rng.integers(0, 256, (len(ids), *train_hw), dtype=np.uint8)
+    sizes = np.array([read_grey(layout.image_path(str(i))).shape for i in ids])
+    oof = OOF(ids, probs, sizes)
+    recipe = Recipe.single("e", "runs", 2, str(tiny_layout))
+    positive, negative = oof_histograms(recipe, [oof], layout, workers=0)
+    for k, image_id in enumerate(ids):
+        size = tuple(int(v) for v in sizes[k])
+        upsampled = kernels.quantize(kernels.resize_bilinear(torch.from_numpy(probs[k : k + 1]), size))
+        truth = torch.from_numpy(np.array(layout.read_mask(str(image_id), size)))[None]
+        pos, neg = batch_level_histograms(upsampled, truth)
+        assert np.array_equal(positive[k], pos[0].numpy()) and np.array_equal(negative[k], neg[0].numpy())
+    assert positive.sum() > 0 and negative.sum() > 0

@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 from conftest import tree
 
+from carvana_seg.cleanup import experiment_folders, finished_states, remove
 from carvana_seg.config import load_config
+from carvana_seg.errors import PipelineError
 from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.locks import exclusive_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def experiment(work: Path, name: str, relative: bool = False) -> None:
+def experiment(work: Path, name: str, relative: bool = False) -> ExperimentPaths:
     """A claimed tiny experiment: fold 0 finished (weights, OOF json, leftover state), fold 1
     resumable. `relative`: trained in `work` with the default relative runs/ and oof/ in its config."""
     base = Path() if relative else work
@@ -35,6 +37,7 @@ def experiment(work: Path, name: str, relative: bool = False) -> None:
             (paths.fold_dir(fold) / "model.safetensors").write_bytes(b"w" * 1000)
         paths.oof_dir.mkdir(parents=True)
         paths.oof_json(0).write_text("{}")
+    return paths
 
 
 def clean(work: Path, *args: str) -> subprocess.CompletedProcess:
@@ -154,3 +157,26 @@ def test_a_fold_being_trained_is_refused(work, args):
     assert line.startswith(f"error: {lock}: fold0 of experiment 'a' is being trained by PID {os.getpid()} on ")
     assert line.endswith("clean removes nothing while it runs; wait for it to finish or stop it first")
     assert tree(work) == before
+
+
+def test_clean_removes_one_experiment_and_only_finished_states(tmp_path):
+    keep, drop = experiment(tmp_path, "keep"), experiment(tmp_path, "drop")
+    assert experiment_folders("drop", tmp_path / "runs", tmp_path / "oof") == [drop.run_dir, drop.oof_dir]
+    assert finished_states(tmp_path / "runs") == [drop.state_dir(0), keep.state_dir(0)]
+    assert remove(experiment_folders("drop", tmp_path / "runs", tmp_path / "oof")) > 0
+    assert not drop.run_dir.exists() and not drop.oof_dir.exists() and keep.config.is_file()
+    remove(finished_states(tmp_path / "runs"))
+    assert not keep.state_dir(0).exists() and keep.state_dir(1).is_dir()  # an unfinished fold keeps what --resume needs
+
+
+@pytest.mark.parametrize("name", ["../keep", "/tmp", "..", "a b"])
+def test_clean_refuses_names_that_are_not_plain(tmp_path, name):
+    keep = experiment(tmp_path, "keep")
+    with pytest.raises(PipelineError, match="not a plain name|expected a non-empty name"):
+        experiment_folders(name, tmp_path / "runs")
+    assert keep.config.is_file()
+
+
+def test_clean_script_refuses_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "scripts/clean.py", "--exp", "../x"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: --exp: '../x' is not a plain name") and "Traceback" not in done.stderr

@@ -40,7 +40,7 @@ def help_module(command: str) -> Path:
 
 def help_doc(command: str) -> str:
     source = help_module(command).read_text()
-    assert re.search(r"(description=|parse_config_args\(\s*)__doc__", source), f"{help_module(command)}: its parser does not show the docstring"
+    assert re.search(r"(description=|(parse_config_args|command_parser)\(\s*)__doc__", source), f"{help_module(command)}: its parser does not show the docstring"
     return ast.get_docstring(ast.parse(source))
 
 

@@ -87,7 +87,7 @@ def test_parallel_matches_sequential_names_a_failed_fold_and_resumes(tmp_path, d
     blocker.unlink()
     rerun = subprocess.run(parallel, cwd=REPO, env=ONE_THREAD, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "par fold 0: finished earlier" in rerun.stdout and "training 1 fold(s), 2 at a time" in rerun.stdout
+    assert "par fold 0: finished earlier" in rerun.stdout and "training 1 fold(s) on a local Ray runtime" in rerun.stdout
     assert len(summary_rows(rerun.stdout, "par")) == 1
 
     for fold in (0, 1):

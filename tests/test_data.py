@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
+from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -11,11 +13,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from conftest import jpeg_claiming, one_line_error_of
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.floor import DarkenFloor
 from carvana_seg.data.layout import CarvanaLayout, DataError, read_mask_file, split_id, write_mask_gif
-from carvana_seg.data.sources import HALF_COVERED, DecodedSource, build_cache, covered, mask_coverage, resize_mask
+from carvana_seg.data.sources import (
+    BUILD_LOCK,
+    HALF_COVERED,
+    DecodedSource,
+    build_cache,
+    covered,
+    mask_coverage,
+    remove_abandoned_builds,
+    resize_mask,
+)
+from carvana_seg.data.workers import worker_message
 
 
 def test_ids_cars_angles_and_masks(tiny_layout):
@@ -176,3 +190,60 @@ def test_dataset_targets_are_coverage_with_soft_masks_else_rounded(tiny_layout):
     augmented = SegmentationDataset(source, list(range(12)), train=True, seed=0, darken_floor=1.0, soft_masks=True)
     targets = torch.cat([augmented[i]["mask"] for i in range(12)])
     assert targets.min() >= 0 and targets.max() <= 1 and ((targets > 0) & (targets < 1)).any()
+
+
+def test_a_training_bomb_stops_the_cache_build_with_the_file_named(tiny_layout, tmp_path):
+    bomb = jpeg_claiming(tiny_layout / "train" / "car002_01.jpg", 30000, 30000)
+    layout = CarvanaLayout(tiny_layout)
+    message = one_line_error_of(lambda: build_cache(layout, layout.train_ids, (16, 24), tmp_path / "cache"))
+    assert str(bomb) in message
+    assert not list(tmp_path.glob("cache/*")) and not list(tmp_path.glob("cache/.*"))  # nothing half built
+
+
+def test_abandoned_cache_builds_are_removed_but_running_ones_kept(tiny_layout, tmp_path):
+    cache = tmp_path / "cache"
+    name = "tiny-train-16x24-0123456789abcdef"
+    killed = cache / f".{name}.k1ll3d_x"  # its builder is gone: the lock file is free
+    running = cache / f".{name}.running"  # a build in progress holds its lock
+    fresh = cache / f".{name}.justmade"  # created a moment ago, lock file not yet written
+    old = cache / f".{name}.oldversn"  # left by a build without a lock file, hours ago
+    unrelated = cache / ".keepme"
+    for folder in (killed, running, fresh, old, unrelated):
+        folder.mkdir(parents=True)
+        (folder / "images.u8").write_bytes(b"\0" * 64)
+    (killed / BUILD_LOCK).touch()
+    (running / BUILD_LOCK).touch()
+    hours_ago = time.time() - 3 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(unrelated, (hours_ago, hours_ago))
+    with open(running / BUILD_LOCK) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert remove_abandoned_builds(cache) == [killed, old]
+        layout = CarvanaLayout(tiny_layout)
+        built = build_cache(layout, layout.train_ids, (16, 24), cache)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([fresh.name, running.name, unrelated.name, Path(built.images.filename).parent.name])
+    assert not (Path(built.images.filename).parent / BUILD_LOCK).exists()
+
+
+def test_undecodable_photo_in_a_loader_worker_is_one_line(tiny_layout):
+    layout = CarvanaLayout(tiny_layout)
+    source = DecodedSource(layout, layout.train_ids, (16, 24))  # the cache is off
+    photo = tiny_layout / "train" / "car001_02.jpg"
+    photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])  # truncated: the header still reads
+    # One batch of every photo: the error is the worker's only result.
+    loader = DataLoader(SegmentationDataset(source, range(len(source)), train=False), batch_size=len(source), num_workers=1)
+
+    def epoch() -> None:
+        iterator = iter(loader)
+        try:
+            for _ in iterator:
+                pass
+        finally:  # here, not when the traceback is collected (the worker's join then waits 5 s)
+            iterator._shutdown_workers()
+
+    with pytest.raises(DataError) as caught:
+        epoch()
+    assert "DataLoader worker process" in str(caught.value)  # torch's wrapping, the worker's traceback inside
+    assert worker_message(caught.value).startswith(f"cannot read image {photo}") and "\n" not in worker_message(caught.value)
+    # cli.run prints the worker's line, not its traceback
+    assert one_line_error_of(epoch).startswith(f"error: cannot read image {photo}")

@@ -136,7 +136,7 @@ def test_device_submission_is_the_cpu_one_without_draft_mode(trained, tmp_path, 
     root = big_test_set(trained, tmp_path / "big")
     cpu = submit.predict_submission(path, str(root), tmp_path / "cpu.csv", workers=0)
     device = submit.predict_submission(path, str(root), tmp_path / "device.csv", workers=1, decode="device")
-    monkeypatch.setattr(submit, "read_image", lambda photo, draft_size=None: read_image(photo))  # draft mode off
+    monkeypatch.setattr(CarvanaLayout, "read_photo", lambda self, photo, draft_size=None: read_image(photo))  # draft mode off
     full = submit.predict_submission(path, str(root), tmp_path / "full.csv", workers=0)
     assert device.read_bytes() == full.read_bytes()
     a, b = (pd.read_csv(p, keep_default_na=False) for p in (cpu, device))

@@ -46,13 +46,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from carvana_seg.config import Config
+from carvana_seg.config import config_keys
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 LAUNCHERS = {"accelerate": ("accelerate.commands.launch", "launch_command_parser"), "torchrun": ("torch.distributed.run", "get_args_parser")}
-EXTERNAL = {"kaggle", "pip", "git", "cd", "ls", "unzip", "nvidia-smi", "mkdir", "tar", "source", "accelerate config"}  # other tools' programs
+EXTERNAL = {"kaggle", "pip", "git", "cd", "ls", "unzip", "nvidia-smi", "mkdir", "tar", "source", "accelerate config", "ray start"}  # other tools' programs
 EXTERNAL_MODULES = {"pytest", "pip"}  # other tools' `python -m` modules
 KAGGLE_CODE = "/kaggle/input/carvana-seg-code/"  # the repository's src/ and scripts/ as a Kaggle dataset (docs/offline.md)
 SHELL_LANGS = {"bash", "sh", "shell"}
@@ -247,9 +247,7 @@ def flag_problems(args: tuple[str, ...], parser: dict, name: str) -> list[str]:
 
 
 def is_config_key(key: str) -> bool:
-    section, _, name = key.partition(".")
-    sections = {field.name for field in dataclasses.fields(Config)}
-    return section in sections and name in {field.name for field in dataclasses.fields(getattr(Config(), section))}
+    return key in config_keys()
 
 
 def make_problems(args: tuple[str, ...]) -> list[str]:

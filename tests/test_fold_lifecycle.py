@@ -27,7 +27,8 @@ from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import exclusive_lock
 from carvana_seg.commands import train_fold as run_fold
-from carvana_seg.training.parallel import FoldJob, prepare, start, status_line
+from carvana_seg.training.cluster import FoldJob, check_experiments, status_line
+from carvana_seg.training.fold_task import run_fold as fold_task
 from carvana_seg.training.trainer import train_fold
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,12 +332,13 @@ def test_parallel_refuses_a_fold_trained_elsewhere_before_starting_any(tmp_path,
     with _held_by_another_process(Path("runs/held/fold1/.lock")) as other:
         with pytest.raises(PipelineError, match=rf"^runs/held/fold1/.lock: fold 1 of 'held' is being trained by PID {other.pid} on .*: "
                                                 r"wait for it to finish or stop it first; nothing was started$"):
-            prepare([(config, extra)], None)
+            check_experiments([(config, extra)], None)
         assert sorted(p.as_posix() for p in Path().rglob("*")) == only_the_lock  # nothing claimed, no cache built
 
         job = FoldJob(config, extra, tiny(Path(), data_root, "exp.name=held"), fold=1)
-        assert not start(job, 0, [], 1)  # a waiting fold that another process took since
-        assert job.status == "failed" and job.refused.startswith(f"being trained by PID {other.pid} on ")
+        result = fold_task(job.spec(threads=1))  # the task of a waiting fold that another process took since
+        assert result["returncode"] is None and result["refused"].startswith(f"being trained by PID {other.pid} on ")
+        job.status, job.refused = "failed", result["refused"]
         assert status_line(job)[1] == f"held fold 1: FAILED ({job.refused})"
         assert sorted(p.as_posix() for p in Path().rglob("*")) == only_the_lock
 

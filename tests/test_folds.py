@@ -7,8 +7,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import REPO, assert_one_line_error, run_script
 
-from carvana_seg.data.folds import FoldsError, make_folds, read_folds, write_folds
+from carvana_seg.data.folds import FoldsError, incomplete_cars, make_folds, read_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
 
 
@@ -89,3 +90,21 @@ def test_a_fold_count_mismatch_names_the_fix_and_the_fix_works(tiny_layout, tmp_
     fixed = subprocess.run([*cmd, "data.folds=4"], capture_output=True, text=True, timeout=300)
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     assert (tmp_path / "oof" / "tiny" / "fold1.npz").is_file()
+
+
+def test_make_folds_script_reports_a_non_integer_token_in_one_line(tiny_layout):
+    table = pd.read_csv(tiny_layout / "train_masks.csv")
+    table.loc[0, "rle_mask"] = "12 3 abc 4"
+    table.to_csv(tiny_layout / "train_masks.csv", index=False)
+    result = subprocess.run([sys.executable, "scripts/make_folds.py", f"data.root={tiny_layout}", "data.folds=2"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert_one_line_error(result.returncode, result.stderr, 1, "train_masks.csv: row car000_01.jpg", "'abc'")
+    assert not (tiny_layout / "folds.csv").exists()
+
+
+def test_make_folds_warns_about_cars_with_missing_photos(tiny_layout, monkeypatch, capsys):
+    assert incomplete_cars(["a_01", "a_02", "b_01"]) == {"a": 2, "b": 1}
+    assert incomplete_cars([f"c_{i:02d}" for i in range(1, 17)]) == {}
+    code, err = run_script("make_folds.py", [f"data.root={tiny_layout}", "data.folds=2"], monkeypatch, capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 4 and "warning: car car000 has 3 of 16 photos" in warnings[0], err

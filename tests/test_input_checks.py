@@ -33,7 +33,7 @@ from carvana_seg.inference import submit
 from carvana_seg.recipe.tune import tune
 from carvana_seg.models import build_model, check_encoder_weights
 from carvana_seg.commands import train_fold as run_fold
-from carvana_seg.training.parallel import prepare
+from carvana_seg.training.cluster import check_experiments
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -193,7 +193,7 @@ def test_parallel_prepare_claims_no_experiment_of_several_when_one_has_a_bad_pho
     jpeg_claiming(work / "tiny" / "train" / "car000_03.jpg", 12000, 12000)
     specs = [(str(TINY), common(work, f"exp.name={name}")) for name in ("a", "b")]
     with pytest.raises(DataError, match="car000_03.jpg: header claims 12000x12000"):
-        prepare(specs, None)
+        check_experiments(specs, None)
     assert_nothing_claimed(work)
 
 

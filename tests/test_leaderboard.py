@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,7 @@ def test_experiment_with_missing_folds_is_listed_not_ranked(trained, tmp_path):
     from carvana_seg.store.paths import ExperimentPaths
 
     cfg = experiment_config("plain", trained / "runs")
-    cfg.exp.name = "res"
+    cfg = replace(cfg, exp=replace(cfg.exp, name="res"))
     paths = ExperimentPaths.of(cfg)
     paths.claim(cfg)  # what train_cv does first: the config is there, no fold finished yet
     try:
@@ -126,8 +127,7 @@ def test_leaderboard_with_nothing_finished_names_the_missing_folds(trained, tmp_
     from carvana_seg.errors import PipelineError
 
     cfg = experiment_config("plain", trained / "runs")
-    cfg.exp.name = "res"
-    cfg.exp.runs_dir = str(tmp_path / "runs")
+    cfg = replace(cfg, exp=replace(cfg.exp, name="res", runs_dir=str(tmp_path / "runs")))
     ExperimentPaths.of(cfg).claim(cfg)
     with pytest.raises(PipelineError, match=r"no finished experiments .*res \(folds 0, 1 not trained\)"):
         build_leaderboard(tmp_path / "runs", out_dir=tmp_path)

@@ -4,23 +4,22 @@ ranks recipes by it beside the models."""
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from carvana_seg.store.oof import OOF
+from carvana_seg.store.oof import OOF, ExperimentOOF
 from carvana_seg.errors import PipelineError
 from carvana_seg.recipe import tune as tuning
 from carvana_seg.recipe.tune import (
     REFINE_CANDIDATES,
     SHRINKAGE,
     Candidates,
-    Member,
     draft_recipe,
     load_candidates,
     nested_tuning,
@@ -73,9 +72,8 @@ def test_a_folds_choice_does_not_depend_on_its_own_images(trained, tmp_path):
     for member in candidates.members:
         probs = member.oof.probs.copy()
         probs[held_out] = 255 - probs[held_out]  # fold 0's maps turned inside out
-        cfg = copy.deepcopy(member.cfg)
-        cfg.exp.oof_dir = str(tmp_path)  # its histogram cache, away from the shared fixture's
-        spoiled.append(Member(member.exp, cfg, OOF(member.oof.ids, probs, member.oof.original_sizes)))
+        cfg = replace(member.cfg, exp=replace(member.cfg.exp, oof_dir=str(tmp_path)))  # its histogram cache, away from the shared fixture's
+        spoiled.append(ExperimentOOF(member.exp, cfg, OOF(member.oof.ids, probs, member.oof.original_sizes)))
     after, _ = nested_of(Candidates(spoiled, candidates.runs_dir, "none", candidates.device))
     choice = [{field: getattr(f, field) for field in CHOICE_FIELDS} for f in (before.folds[0], after.folds[0])]
     assert choice[0] == choice[1]  # fold 0 was tuned on fold 1 alone: same choice
@@ -90,7 +88,7 @@ def test_nested_cv_is_each_folds_choice_rescored_on_that_fold(trained, tuned):
     refines = {r.label(): r for r in REFINE_CANDIDATES} | {"none": None}
     for fold in nested.folds:
         rows = np.flatnonzero(candidates.folds == fold.fold)
-        members = [Member(m.exp, m.cfg, OOF(m.oof.ids[rows], m.oof.probs[rows], m.oof.original_sizes[rows])) for m in candidates.members]
+        members = [ExperimentOOF(m.exp, m.cfg, OOF(m.oof.ids[rows], m.oof.probs[rows], m.oof.original_sizes[rows])) for m in candidates.members]
         chosen = draft_recipe(members, list(fold.weights), trained / "runs", "none", "f").replace(
             threshold_level=fold.threshold_level, refine=refines[fold.refine], postprocess=fold.postprocess)
         rescored = postprocess_scores(chosen, members, candidates.layout, candidates.device, [fold.postprocess])[fold.postprocess]

@@ -13,7 +13,11 @@ import pytest
 
 from carvana_seg.config import ConfigError, load_config, save_config
 from carvana_seg.recipe.tta import parse_tta
+from carvana_seg.errors import PipelineError
+from carvana_seg.inference.bundle import export_bundle
+from carvana_seg.inference.submit import predict_submission
 from carvana_seg.recipe.recipe import Member, Recipe, RecipeError, Refine
+from carvana_seg.store.experiment import member_configs
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = Recipe("r", (Member("e", "runs", 1.0, 2),), "data", "hflip", 128, Refine(8, 3e-4), ("largest_component",)).to_json()
@@ -92,12 +96,28 @@ def test_the_edges_of_each_range_are_accepted(tmp_path):
     assert parse_tta("scale0.25,scale2") == ["identity", "scale0.25", "scale2"]
 
 
-def test_more_folds_than_the_experiment_has_are_refused(tmp_path):
+def test_more_folds_than_the_experiment_has_are_refused_by_the_store(tmp_path):
+    """The file is well formed, so it loads; whether its members match their runs is the
+    experiment store's question, asked by the commands that read the runs."""
     fake_experiment(tmp_path / "runs", tmp_path)
     path = tmp_path / "r.recipe.json"
     Recipe("r", (Member("e", str(tmp_path / "runs"), 1.0, 3),), "data").save(path)
-    with pytest.raises(RecipeError, match=rf"^{path}: members\[0\].folds: 3 is more than the 2 folds experiment 'e' has \(1..2\)$"):
-        Recipe.load(path)
+    recipe = Recipe.load(path)
+    with pytest.raises(PipelineError, match=rf"^{path}: members\[0\].folds: 3 is more than the 2 folds experiment 'e' has \(1..2\)$"):
+        member_configs(recipe.members, str(path))
+    assert [cfg.data.folds for cfg in member_configs(recipe.replace(members=(Member("e", str(tmp_path / "runs"), 1.0, 2),)).members, str(path))] == [2]
+
+
+def test_a_recipe_loads_without_its_runs_but_predict_and_export_refuse_it(tmp_path):
+    path = tmp_path / "r.recipe.json"
+    Recipe("r", (Member("gone", str(tmp_path / "runs"), 1.0, 2),), "data").save(path)
+    assert Recipe.load(path).members[0].exp == "gone"
+    expected = rf"^experiment 'gone': {tmp_path / 'runs' / 'gone' / 'config.yaml'} not found"
+    with pytest.raises(PipelineError, match=expected):
+        predict_submission(path)
+    with pytest.raises(PipelineError, match=expected):
+        export_bundle(path, tmp_path / "bundle")
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "bundle").exists()
 
 
 @pytest.mark.parametrize("spec", ["scale0", "scale0.1", "scale100", "scale2.5", "hflip,scale1.0"])

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from carvana_seg.data.layout import read_mask_file
-from carvana_seg.ops.rle import RLEError, rle_decode, rle_encode
+from carvana_seg.ops.rle import RLEError, rle_decode, rle_encode, rle_runs
 
 
 @settings(max_examples=200, deadline=None)
@@ -66,3 +66,8 @@ def test_all_real_rows_round_trip_against_their_gifs(real_carvana):
         mask = read_mask_file(real_carvana / "train_masks" / img.replace(".jpg", "_mask.gif"))
         assert rle_encode(mask) == rle, img
         assert np.array_equal(rle_decode(rle, mask.shape), mask), img
+
+
+def test_rle_parser_rejects_overflowing_numbers():
+    with pytest.raises(RLEError, match="not an integer"):
+        rle_runs("1 99999999999999999999999", 10)

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from carvana_seg.ops.metrics import dice_by_level, dice_per_image, level_histograms
+from carvana_seg.ops.metrics import batch_level_histograms, dice_by_level, dice_per_image, nested_threshold_dice
 from carvana_seg.models.tta import predict_probs
 from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit
 from carvana_seg.inference.check import check_submission
-from carvana_seg.recipe.tune import MIN_GAIN, check_complete, nested_threshold_dice, tune
+from carvana_seg.recipe.tune import MIN_GAIN, tune
+from carvana_seg.store.oof import check_complete
 from carvana_seg.recipe import chain
 from carvana_seg.recipe.postprocess import fill_holes, largest_component, min_area
 from carvana_seg.ops.rle import Runs
@@ -34,8 +35,8 @@ def test_threshold_sweep_matches_brute_force():
     probs = rng.integers(0, 256, (5, 30, 40), dtype=np.uint8)
     masks = (rng.random((5, 30, 40)) < 0.3).astype(np.uint8)
     masks[3] = 0  # an empty truth: scores 1 only where nothing is predicted
-    pairs = [level_histograms(p, m) for p, m in zip(probs, masks)]
-    fast = dice_by_level(np.stack([p for p, _ in pairs]), np.stack([n for _, n in pairs]))
+    positive, negative = batch_level_histograms(torch.from_numpy(probs), torch.from_numpy(masks))
+    fast = dice_by_level(positive.numpy(), negative.numpy())
     for level in range(256):
         brute = dice_per_image(probs >= level, masks)
         np.testing.assert_allclose(fast[:, level], brute, err_msg=f"level {level}")
@@ -200,11 +201,13 @@ def test_a_bad_recipe_is_refused_naming_the_field(tmp_path, change, problem):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_recipe_naming_a_missing_run_is_refused(tmp_path):
+def test_a_recipe_naming_a_missing_run_is_refused_by_predict(tmp_path):
     path = tmp_path / "r.recipe.json"
     Recipe("r", (Member("nowhere", str(tmp_path / "runs"), 1.0, 2),), "data").save(path)
+    assert Recipe.load(path).members[0].exp == "nowhere"  # the file is sound; its runs are the store's question
     with pytest.raises(PipelineError, match="experiment 'nowhere'.*config.yaml not found"):
-        Recipe.load(path)
+        submit.predict_submission(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.recipe.json"]  # refused before anything is written
 
 
 def test_tune_refuses_incomplete_oof(trained, tmp_path):

@@ -5,16 +5,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from conftest import REPO
 
 from carvana_seg.data import synthetic
+from carvana_seg.data.layout import CarvanaLayout, DataError
 from carvana_seg.data.synthetic import generate
 from carvana_seg.errors import PipelineError
 from carvana_seg.ops.rle import rle_decode
@@ -140,3 +144,36 @@ def test_size_is_width_by_height():
     assert synthetic.parse_size("1918x1280") == (1918, 1280)
     with pytest.raises(PipelineError, match="WIDTHxHEIGHT"):
         synthetic.parse_size("1918")
+
+
+def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
+    calls = []
+    real_write_car = synthetic.writer._write_car
+
+    def fail_on_second_car(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real_write_car(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic.writer, "_write_car", fail_on_second_car)
+    with pytest.raises(RuntimeError):
+        synthetic.generate(tmp_path / "out", cars=2, test_cars=0, size=(48, 32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_generator_leaves_only_a_hidden_partial_folder(tmp_path):
+    out = tmp_path / "synthetic"
+    proc = subprocess.Popen([sys.executable, "scripts/make_synthetic.py", "--out", str(out), "--cars", "300",
+                             "--test-cars", "0", "--size", "48x32"], cwd=REPO, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".synthetic.*.partial/train/*.jpg")) and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [p.name.endswith(".partial") and p.name.startswith(".") for p in tmp_path.iterdir()] == [True]
+    assert not out.exists()
+    with pytest.raises(DataError, match="does not exist"):
+        CarvanaLayout(out)

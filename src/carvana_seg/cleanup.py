@@ -25,7 +25,7 @@ from pathlib import Path
 
 from carvana_seg.config import Config, read_saved_config
 from carvana_seg.store.experiment import experiment_config
-from carvana_seg.store.paths import FOLD_LOCK, ExperimentPaths
+from carvana_seg.store.paths import FOLD_LOCK, STATE_DIR, ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import holder
 from carvana_seg.names import check_plain_name
@@ -132,7 +132,7 @@ def foreign_experiments(runs_dir: str | Path = "runs") -> list[str]:
 
 
 def _fold_dirs(folder: Path) -> list[Path]:
-    if folder.name == "state":
+    if folder.name == STATE_DIR:
         return [folder.parent]
     return sorted(p for p in folder.iterdir() if FOLD_DIR.fullmatch(p.name) and p.is_dir())
 

@@ -10,7 +10,7 @@ process is simply taken over. The file is removed on release; a writer that open
 before that notices the file it locked is no longer the one at that path and tries again.
 
 Why a record lock and not `flock`: a flock belongs to the open file, so the processes a holder
-forks (DataLoader workers) inherit it and kept it for seconds after the holder was killed; a
+forks (DataLoader workers) inherit it and keep it after the holder is killed, until they exit; a
 record lock belongs to the process and is never inherited. Its price: closing ANY descriptor of
 the file in the holding process drops it. So the holder never opens the lock file again (its
 record is written through the locked descriptor, and `holder` answers for this process without

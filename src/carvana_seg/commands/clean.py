@@ -14,15 +14,14 @@ digits, `._-`). Nothing is removed through a symbolic link, nor while a fold is 
 Manual: docs/training.md
 """
 
-import argparse
 
 from carvana_seg.cleanup import experiment_folders, finished_states, folder_bytes, foreign_experiments, refuse_folds_in_training, remove
-from carvana_seg.commands.cli import run
+from carvana_seg.commands.cli import command_parser
 from carvana_seg.errors import PipelineError
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--exp", action="append", default=[], help="experiment to remove; repeat for several")
     parser.add_argument("--finished-state", action="store_true", help="remove the resume state of every finished fold")
     parser.add_argument("--runs-dir", default="runs")

@@ -1,4 +1,5 @@
-"""The shared command line of every script: `--config FILE` plus `key=value` overrides."""
+"""What every command line shares: the parser whose refusal is one line, `--config FILE` plus
+`key=value` overrides, and `run`, which prints a user-fixable error as one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -20,27 +21,61 @@ from carvana_seg.errors import PipelineError
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "default.yaml"
 
 
-def parse_config_args(
-    doc: str | None, extra: list[tuple[str, dict[str, Any]]] = (), argv: list[str] | None = None
-) -> tuple[Config, argparse.Namespace]:
-    """Parse `--config`, the script's own flags and trailing `key=value` overrides.
+def command_parser(doc: str | None) -> OneLineParser:
+    """A command's parser: its module docstring as `--help` (the examples kept as written), and a
+    refused flag as one line (`OneLineParser`)."""
+    return OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
+
+def parse_config_args(
+    doc: str | None, extra: list[tuple[str, dict[str, Any]]] = (), argv: list[str] | None = None, several: bool = False
+) -> tuple[Config | list[Config], argparse.Namespace]:
+    """Parse `--config`, the command's own flags and trailing `key=value` overrides; the config.
+
+    `several=True` is for a command that runs one experiment per preset: `--config` then takes one
+    or more files, each is loaded with every override, and the list of configs is returned
+    (`args.config` and `args.overrides` hold the files and the overrides).
     A config error or a bad flag exits with one line (which names the key or flag) instead of a
     traceback or argparse's usage block.
     """
-    parser = OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML preset in configs/ (only what differs from the defaults); default: configs/default.yaml")
+    parser = command_parser(doc)
+    if several:
+        parser.add_argument("--config", nargs="+", required=True, help="one YAML preset per experiment")
+    else:
+        parser.add_argument("--config", help="YAML preset in configs/ (only what differs from the defaults); default: configs/default.yaml")
     for flag, options in extra:
         parser.add_argument(flag, **options)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=input/synthetic train.epochs=3")
+    every = " (applied to every experiment)" if several else ""
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. data.root=input/synthetic train.epochs=3{every}")
     args = parser.parse_intermixed_args(argv)
+    if several:  # `--config a.yaml b.yaml k=v`: the list flag also takes the overrides after it
+        args.overrides = [item for item in args.config if "=" in item] + args.overrides
+        args.config = [item for item in args.config if "=" not in item]
+        if not args.config:
+            usage_error("--config: expected one or more YAML files")
     try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        cfgs = [load_config(path, args.overrides) for path in (args.config if several else [args.config or DEFAULT_CONFIG])]
     except ConfigError as err:
         parser.exit(2, f"config error: {err}\n")
     for item in args.overrides:
         print(f"override: {item}", file=sys.stderr)
-    return cfg, args
+    return (cfgs if several else cfgs[0]), args
+
+
+def console(main: Callable[[], None]) -> Callable[[], None]:
+    """A console command (pyproject.toml [project.scripts]) running `main` through `run`, so a
+    user-fixable error is one line, not a traceback."""
+
+    def command() -> None:
+        run(main)
+
+    return command
+
+
+def usage_error(message: str) -> NoReturn:
+    """Refuse the command line as `OneLineParser` does: one line, `config error: ...`, exit status 2."""
+    sys.stderr.write(f"config error: {message} (see --help)\n")
+    sys.exit(2)
 
 
 def run(main: Callable[[], None]) -> None:
@@ -79,7 +114,7 @@ class OneLineParser(argparse.ArgumentParser):
     (argparse's own puts the whole usage block above it; --help still prints that)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"config error: {message} (see --help)\n")
+        usage_error(message)
 
 
 def _int_at_least(low: int, what: str) -> Callable[[str], int]:

@@ -13,7 +13,6 @@ Manual: docs/data.md (the demo on real data), README.md (`make demo`)
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from carvana_seg.commands.cli import command_parser
 from carvana_seg.config import Config, load_config
 from carvana_seg.data.folds import make_folds, write_folds
 from carvana_seg.data.layout import CarvanaLayout
@@ -131,7 +131,7 @@ def run_demo(data: str | None = None, configs: list[Path] = DEMO_CONFIGS, overri
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--data", default=None, help="a Carvana-layout folder (default: generate synthetic data)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every demo experiment")
     args = parser.parse_intermixed_args()

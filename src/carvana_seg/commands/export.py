@@ -15,14 +15,12 @@ The logic lives in carvana_seg/inference/bundle.py.
 Manual: docs/offline.md
 """
 
-import argparse
-
-from carvana_seg.commands.cli import run
+from carvana_seg.commands.cli import command_parser, console
 from carvana_seg.inference.bundle import bundle_bytes, export_bundle
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--recipe", required=True, help="submissions/<name>.recipe.json (written by scripts/tune.py)")
     parser.add_argument("--out", required=True, help="the bundle folder, e.g. bundles/<name>/ (a plain name; replaces only a bundle export wrote there, or an empty folder)")
     parser.add_argument("--onnx", action="store_true", help="also export each fold model to ONNX (needs onnx and onnxruntime)")
@@ -35,9 +33,7 @@ def main() -> None:
     print(f"bundle written: {args.out} ({len(manifest['files'])} files, {bundle_bytes(manifest) / 2**20:.1f} MiB)")
 
 
-def cli() -> None:
-    """The `carvana-export` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
-    run(main)
+cli = console(main)  # the `carvana-export` console command (pyproject.toml)
 
 
 if __name__ == "__main__":

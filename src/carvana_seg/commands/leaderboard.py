@@ -13,14 +13,12 @@ that blend only these experiments) are ranked beside them by their nested CV.
 Manual: docs/leaderboard.md
 """
 
-import argparse
-
-from carvana_seg.commands.cli import run
+from carvana_seg.commands.cli import command_parser, console
 from carvana_seg.reporting.leaderboard import build_leaderboard
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--baseline", default=None, help="default: the plain U-Net experiment")
     parser.add_argument("--tta", default="hflip")
     parser.add_argument("--runs-dir", default="runs")
@@ -38,9 +36,7 @@ def main() -> None:
     print(f"written: {args.out_dir}/leaderboard.md, leaderboard.csv, leaderboard.png")
 
 
-def cli() -> None:
-    """The `carvana-leaderboard` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
-    run(main)
+cli = console(main)  # the `carvana-leaderboard` console command (pyproject.toml)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ resumes; the CSV appears only when complete and valid.
 Manual: docs/submission.md (GPUs: docs/gpu.md; bundles: docs/offline.md)
 """
 
-import argparse
-
-from carvana_seg.commands.cli import OneLineParser, non_negative_int, positive_int, run
+from carvana_seg.commands.cli import command_parser, console, non_negative_int, positive_int
 from carvana_seg.data.device_photos import DECODES
 from carvana_seg.inference.bundle import load_bundle
 from carvana_seg.inference.submit import BACKENDS, CHUNK_IMAGES, predict_submission
 
 
 def main() -> None:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--recipe", help="submissions/<name>.recipe.json")
     source.add_argument("--bundle", help="a folder written by scripts/export.py (checked against its manifest)")
@@ -56,9 +54,7 @@ def main() -> None:
         print(f"submission written and validated: {out}")
 
 
-def cli() -> None:
-    """The `carvana-predict` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
-    run(main)
+cli = console(main)  # the `carvana-predict` console command (pyproject.toml)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,14 @@ The PNG is palette-quantised so the 4x4 grid of 480x320 thumbnails stays small.
 Manual: docs/data.md
 """
 
-import argparse
 from pathlib import Path
 
-from carvana_seg.commands.cli import run
+from carvana_seg.commands.cli import command_parser
 from carvana_seg.reporting.preview import preview
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--data", type=Path, default=Path("input/synthetic"), help="a Carvana-layout folder")
     parser.add_argument("--out", type=Path, default=Path("docs/synthetic_preview.png"))
     parser.add_argument("--cars", type=int, default=4, help="rows of the grid")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from carvana_seg.commands.cli import command_parser
 from carvana_seg.config import load_config, parse_size
 from carvana_seg.models import build_model
 from carvana_seg.models.stats import summarize
@@ -26,13 +27,13 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--config", help="YAML preset (defaults if omitted)")
     parser.add_argument("--input-size", type=parse_input_size, help="CxHxW, default model.in_channels x data.size")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model.block=se")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    input_size = args.input_size or (cfg.model.in_channels, *cfg.data.hw)
-    if input_size[0] != cfg.model.in_channels:
-        parser.error(f"--input-size has {input_size[0]} channels but model.in_channels={cfg.model.in_channels}")
+    input_size = args.input_size or (cfg.model.channels, *cfg.data.size)
+    if input_size[0] != cfg.model.channels:
+        parser.error(f"--input-size has {input_size[0]} channels but model.in_channels={cfg.model.channels}")
     print(summarize(build_model(cfg.model), (1, *input_size)))

@@ -11,16 +11,14 @@ tuning (each fold scored by a tuning on the other folds).
 Manual: docs/submission.md
 """
 
-import argparse
-
-from carvana_seg.commands.cli import run
+from carvana_seg.commands.cli import command_parser, console
 from carvana_seg.recipe.tune import AUTO, BLEND_CHOICES, DEFAULT_BLEND_RULE, tune
 from carvana_seg.recipe.nested import BLEND_RULES
 from carvana_seg.recipe.recipe import Recipe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--exp", action="append", required=True, help="experiment name (runs/<exp>); repeat to blend")
     parser.add_argument("--tta", default="none", help="none | hflip | hflip,scale0.75 ... (applied to OOF too)")
     parser.add_argument("--name", default=None, help="recipe name (default: the experiment names)")
@@ -70,9 +68,7 @@ def print_nested(recipe: Recipe) -> None:
     print(f"time: loading the OOF {seconds['loading']:.1f} s, tuning {seconds['tuning']:.1f} s, nested CV {seconds['nested']:.1f} s more")
 
 
-def cli() -> None:
-    """The `carvana-tune` console command (pyproject.toml): a user-fixable error is one line, not a traceback."""
-    run(main)
+cli = console(main)  # the `carvana-tune` console command (pyproject.toml)
 
 
 if __name__ == "__main__":

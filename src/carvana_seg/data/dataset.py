@@ -18,6 +18,7 @@ from carvana_seg.data.sources import HALF_COVERED
 SHIFT, SCALE, ROTATE_DEG = 0.0625, 0.1, 5.0
 BRIGHTNESS = CONTRAST = SATURATION = 0.2
 HUE = 0.02
+GREY_MEAN, GREY_STD = 0.449, 0.226  # ImageNet's mean and std averaged over RGB, for grey images
 
 
 class ResizedSource(Protocol):
@@ -29,13 +30,14 @@ class ResizedSource(Protocol):
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]: ...  # image, mask coverage 0-255
 
 
-def build_transform(train: bool, darken_floor: float = 0.0, soft_masks: bool = False) -> A.Compose:
-    """Train: floor darkening (with probability `darken_floor`), flip, small
-    shift/scale/rotate, colour jitter. Validation and test: none. Soft masks are
-    resampled bilinearly, so a shifted outline keeps its sub-pixel position."""
+def build_transform(train: bool, darken_floor: float = 0.0, soft_masks: bool = False, channels: int = 3) -> A.Compose:
+    """Train: floor darkening (with probability `darken_floor`, RGB only), flip, small
+    shift/scale/rotate, colour jitter (brightness and contrast for grey images). Validation
+    and test: none. Soft masks are resampled bilinearly, so a shifted outline keeps its
+    sub-pixel position. Grey (HxWx1) images are normalised by one mean and std."""
     steps: list[A.BasicTransform] = []
     if train:
-        if darken_floor > 0:
+        if darken_floor > 0 and channels == 3:
             steps.append(DarkenFloor(p=darken_floor))
         steps += [
             A.HorizontalFlip(p=0.5),
@@ -47,9 +49,10 @@ def build_transform(train: bool, darken_floor: float = 0.0, soft_masks: bool = F
                 mask_interpolation=cv2.INTER_LINEAR if soft_masks else cv2.INTER_NEAREST,
                 p=0.5,
             ),
-            A.ColorJitter(brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE, p=0.5),
+            A.ColorJitter(brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE, p=0.5)
+            if channels == 3 else A.RandomBrightnessContrast(brightness_limit=BRIGHTNESS, contrast_limit=CONTRAST, p=0.5),
         ]
-    steps += [A.Normalize(), ToTensorV2()]
+    steps += [A.Normalize() if channels == 3 else A.Normalize(mean=(GREY_MEAN,), std=(GREY_STD,)), ToTensorV2()]
     return A.Compose(steps)
 
 
@@ -76,7 +79,7 @@ class SegmentationDataset(Dataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.train = train
         self.soft_masks = soft_masks
-        self.transform = build_transform(train, darken_floor, soft_masks)
+        self.transform = build_transform(train, darken_floor, soft_masks, getattr(source, "channels", 3))
         self.seed = seed
         self.epoch = 0
 

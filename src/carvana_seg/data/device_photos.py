@@ -20,8 +20,7 @@ The guide is the photo's luma, as `data/photos.read_grey`'s. Two ways, chosen by
 chroma: faster than weighting the RGB planes, `benchmarks/results/decode_cpu.md`, and the
 same bytes as `read_grey`); on CUDA 0.299 R + 0.587 G + 0.114 B of the RGB already decoded,
 rounded (one elementwise pass on the device instead of a second nvJPEG decode, whose Huffman
-stage runs on the host; not measured on a GPU yet: `python benchmarks/decode.py --device cuda`
-compares both).
+stage runs on the host; `python benchmarks/decode.py --device cuda` compares both).
 
 torchvision's decoders are deprecated since 0.29 (superseded by TorchCodec) and optional:
 without them `--decode device` is refused with one line (`decoder()`).

@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from carvana_seg.errors import PipelineError
-from carvana_seg.ops.rle import RLEError, rle_decode, rle_runs
+from carvana_seg.ops.rle import CARVANA_RLE, RLEError, rle_decode, rle_runs
 
 ID_PATTERN = re.compile(r"^(?P<car>.+)_(?P<angle>\d+)$")
 PHOTO_SUFFIX = ".jpg"  # compared case-insensitively: `X.JPG` is the photo of id X
@@ -114,6 +114,19 @@ def image_size(path: Path) -> tuple[int, int]:
         return img.height, img.width
 
 
+def read_grey(path: Path) -> np.ndarray:
+    """The photo as uint8 grey levels at full size.
+
+    A JPEG is decoded to its luma plane only (libjpeg's grayscale output): Y is the same
+    0.299 R + 0.587 G + 0.114 B as OpenCV's RGB->grey, without decoding the two chroma planes
+    or converting colours, so the guide costs a fraction of a full decode. It differs from
+    grey-of-RGB by a small fraction of a level on average (tests/test_device_decode.py), a few
+    saturated pixels by more, where RGB clips."""
+    with open_image(path, "photo") as img:
+        img.draft("L", img.size)  # a no-op for formats other than JPEG
+        return np.array(img.convert("L"))  # writable: it becomes a tensor
+
+
 def check_photos(paths: list[Path]) -> list[tuple[int, int]]:
     """Read every photo's header up front: a missing, unreadable, oversized or non-JPEG photo
     is a one-line error naming it now, not a DataLoader worker's traceback mid-epoch.
@@ -160,6 +173,47 @@ class CarvanaLayout:
 
     root: Path
 
+    # What every layout offers the pipeline (data/layouts.py has the others): Carvana's photos
+    # are RGB JPEGs, its RLE is the competition's, and its submission spells ids `<id>.jpg`.
+    channels = 3
+    rle_format = CARVANA_RLE
+    cache_tag = ""  # settings a cache depends on beyond its files: none here
+
+    def read_photo(self, path: Path, draft_size: tuple[int, int] | None = None) -> np.ndarray:
+        return read_image(path, draft_size)
+
+    def photo_size(self, path: Path) -> tuple[int, int]:
+        return image_size(path)
+
+    def check_photos(self, paths: list[Path]) -> list[tuple[int, int]]:
+        return check_photos(paths)
+
+    def read_guide(self, path: Path) -> np.ndarray:
+        return read_grey(path)
+
+    def source_files(self, ids: list[str], split: str) -> list[Path]:
+        """The files a resized cache of `ids` is made from (its key covers their sizes and times)."""
+        files = [self.image_path(i, split) for i in ids]
+        if split == "train":
+            files += [self.mask_path(i) for i in ids] + [self.root / "train_masks.csv"]
+        return files
+
+    def folder(self, split: str) -> Path:
+        return self.root / split
+
+    @property
+    def sample_path(self) -> Path:
+        return self.root / "sample_submission.csv"
+
+    @property
+    def submission_header(self) -> list[str]:
+        return ["img", "rle_mask"]
+
+    @property
+    def submission_names(self) -> list[str]:
+        """Each test id as the submission spells it, in the sample's order."""
+        return [f"{image_id}.jpg" for image_id in self.test_ids]
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
         if not self.root.is_dir():
@@ -169,7 +223,8 @@ class CarvanaLayout:
     def photos(self, split: str) -> dict[str, Path]:
         """{id: path} of the photos in `<root>/<split>/`, `.jpg` in any case; empty if no folder.
 
-        Why any case: a `X.JPG` among `.jpg` photos was silently left out of training.
+        Why any case: a folder may mix `X.JPG` and `.jpg` photos; a case-sensitive match would
+        leave the `.JPG` ones out of training without a word.
         Two files for one id (`X.jpg` and `X.JPG`) are an error naming both.
         """
         if split not in self._photos:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from carvana_seg.data.layout import CarvanaLayout, check_photos, image_size, read_image
+from carvana_seg.data.layout import CarvanaLayout
 
 CACHE_VERSION = 2  # 2: masks stored as coverage 0-255 (1 stored 0/1)
 HALF_COVERED = 128  # coverage at which a resized pixel counts as car
@@ -39,10 +39,11 @@ BUILD_TMP_NAME = re.compile(r"^\..+-\w+-\d+x\d+-[0-9a-f]{16}\.\w+$")  # `.<cache
 
 
 def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Area-average resize (the right filter for downscaling)."""
+    """Area-average resize (the right filter for downscaling); an HxWx1 image stays HxWx1."""
     if image.shape[:2] == hw:
         return image
-    return cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+    resized = cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+    return resized[..., None] if image.ndim == 3 and resized.ndim == 2 else resized
 
 
 def mask_coverage(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -73,19 +74,20 @@ class DecodedSource:
         self.layout, self.ids, self.hw, self.split = layout, list(ids), hw, split
         self.with_masks = split == "train"
         # Every header now, so a missing or oversized photo is one line here, not a worker's traceback.
-        check_photos([layout.image_path(i, split) for i in self.ids])
+        layout.check_photos([layout.image_path(i, split) for i in self.ids])
+        self.channels = layout.channels
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def original_size(self, index: int) -> tuple[int, int]:
-        return image_size(self.layout.image_path(self.ids[index], self.split))
+        return self.layout.photo_size(self.layout.image_path(self.ids[index], self.split))
 
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         image_id = self.ids[index]
         path = self.layout.image_path(image_id, self.split)
-        full_hw = image_size(path)
-        image = resize_image(read_image(path, draft_size=(self.hw[1], self.hw[0])), self.hw)
+        full_hw = self.layout.photo_size(path)
+        image = resize_image(self.layout.read_photo(path, draft_size=(self.hw[1], self.hw[0])), self.hw)
         mask = mask_coverage(self.layout.read_mask(image_id, full_hw), self.hw) if self.with_masks else None
         return image, mask
 
@@ -100,8 +102,9 @@ class CachedSource:
         self.split = meta["split"]
         self.with_masks = meta["with_masks"]
         self._sizes = [tuple(s) for s in meta["original_sizes"]]
+        self.channels = meta.get("channels", 3)
         n, (h, w) = len(self.ids), self.hw
-        self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, h, w, 3))
+        self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, h, w, self.channels))
         self.masks = np.memmap(folder / "masks.u8", dtype=np.uint8, mode="r", shape=(n, h, w)) if self.with_masks else None
 
     def __len__(self) -> int:
@@ -118,10 +121,9 @@ class CachedSource:
 def _source_key(layout: CarvanaLayout, ids: list[str], hw: tuple[int, int], split: str) -> str:
     """Hash of everything the cached arrays depend on."""
     digest = hashlib.sha1(json.dumps([CACHE_VERSION, str(layout.root.resolve()), split, hw]).encode())
-    files = [layout.image_path(i, split) for i in ids]
-    if split == "train":
-        files += [layout.mask_path(i) for i in ids] + [layout.root / "train_masks.csv"]
-    for path in files:
+    if layout.cache_tag:
+        digest.update(layout.cache_tag.encode())
+    for path in layout.source_files(ids, split):
         stat = path.stat() if path.exists() else None
         digest.update(f"{path.name}:{stat.st_size if stat else -1}:{stat.st_mtime_ns if stat else -1};".encode())
     return digest.hexdigest()[:16]
@@ -195,7 +197,7 @@ def build_cache(
 def _fill(decoded: DecodedSource, tmp: Path, workers: int) -> None:
     """Write the resized arrays and meta.json of `decoded` into `tmp`."""
     n, (h, w), split = len(decoded), decoded.hw, decoded.split
-    images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, h, w, 3))
+    images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, h, w, decoded.channels))
     masks = np.memmap(tmp / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, h, w)) if decoded.with_masks else None
     sizes: list[tuple[int, int]] = [(0, 0)] * n
 
@@ -212,5 +214,5 @@ def _fill(decoded: DecodedSource, tmp: Path, workers: int) -> None:
     images.flush()
     if masks is not None:
         masks.flush()
-    meta = {"ids": decoded.ids, "hw": decoded.hw, "split": split, "with_masks": decoded.with_masks, "original_sizes": sizes}
+    meta = {"ids": decoded.ids, "hw": decoded.hw, "split": split, "with_masks": decoded.with_masks, "original_sizes": sizes, "channels": decoded.channels}
     (tmp / "meta.json").write_text(json.dumps(meta))

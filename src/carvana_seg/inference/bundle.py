@@ -35,11 +35,13 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from carvana_seg import __version__
-from carvana_seg.store.experiment import experiment_config, fold_weights
+from carvana_seg.config import Config
+from carvana_seg.store.experiment import experiment_config, fold_weights, member_configs
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
-from carvana_seg.inference.onnx_backend import ONNX_NAME, export_onnx, view_sizes
+from carvana_seg.inference.onnx_backend import export_onnx, view_sizes
 from carvana_seg.io_utils import atomic_write_text, blocking_parent
-from carvana_seg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
+from carvana_seg.models.checkpoint import load_checkpoint
 from carvana_seg.models.fold_bn import fold_batchnorm
 from carvana_seg.names import check_plain_name
 from carvana_seg.recipe.recipe import Member, Recipe
@@ -63,24 +65,24 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _copy_member(member: Member, root: Path, views: list[str] | None) -> dict:
-    """Copy one member's config and fold weights into `root`/runs/<exp>/; with `views`, export
-    each fold to ONNX too, checked at the sizes those TTA views feed it."""
+def _copy_member(member: Member, cfg: Config, root: Path, views: list[str] | None) -> dict:
+    """Copy one member's config and fold weights (`cfg`: its runs' config) into `root`/runs/<exp>/,
+    named as the experiment store names them; with `views`, export each fold to ONNX too,
+    checked at the sizes those TTA views feed it."""
     check_plain_name(member.exp, "recipe members[].exp")  # it names a folder of the bundle
-    cfg = experiment_config(member.exp, member.runs_dir)
-    cfg.exp.runs_dir = member.runs_dir
-    dest = root / RUNS / member.exp
-    dest.mkdir(parents=True)
-    shutil.copyfile(Path(member.runs_dir) / member.exp / CONFIG_NAME, dest / CONFIG_NAME)
-    entry = {"exp": member.exp, "folds": member.folds, "weight": member.weight, "size": cfg.data.size, "model": cfg.model.name}
+    cfg = dataclasses.replace(cfg, exp=dataclasses.replace(cfg.exp, runs_dir=member.runs_dir))
+    dest = ExperimentPaths.runs_of(root / RUNS, member.exp)
+    dest.run_dir.mkdir(parents=True)
+    shutil.copyfile(ExperimentPaths.runs_of(member.runs_dir, member.exp).config, dest.config)
+    entry = {"exp": member.exp, "folds": member.folds, "weight": member.weight, "size": str(cfg.data.size), "model": cfg.model.name}
     diffs = []
     for fold in range(member.folds):
         source = fold_weights(cfg, fold)
-        (dest / f"fold{fold}").mkdir()
-        shutil.copyfile(source, dest / f"fold{fold}" / WEIGHTS_NAME)
+        dest.fold_dir(fold).mkdir()
+        shutil.copyfile(source, dest.weights(fold))
         if views is not None:
             model, _ = load_checkpoint(source)  # folded as predict folds it (store/experiment.load_fold_model)
-            diffs.append(export_onnx(fold_batchnorm(model.eval()), dest / f"fold{fold}" / ONNX_NAME, view_sizes(cfg.data.hw, views)))
+            diffs.append(export_onnx(fold_batchnorm(model.eval()), dest.onnx(fold), view_sizes(cfg.data.size, views), channels=cfg.model.channels))
     if views is not None:
         entry["onnx_max_abs_diff"] = diffs  # per fold, on probabilities, torch vs onnxruntime (fp32)
     return entry
@@ -197,11 +199,12 @@ def export_bundle(recipe_path: str | Path, out: str | Path, onnx: bool = False) 
     _check_replaceable(out)
     recipe = Recipe.load(recipe_path)
     kept = [m for m in recipe.members if m.weight > 0]  # prediction drops the weightless members too
+    configs = member_configs(kept, str(recipe_path))  # every run found and matching before anything is copied
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a dataset uploader running as another user
-        members = [_copy_member(m, tmp, recipe.views if onnx else None) for m in kept]
+        members = [_copy_member(m, cfg, tmp, recipe.views if onnx else None) for m, cfg in zip(kept, configs)]
         recipe.replace(members=tuple(dataclasses.replace(m, runs_dir=RUNS) for m in kept)).save(tmp / RECIPE_NAME)
         manifest = {
             "kind": BUNDLE_KIND,
@@ -248,13 +251,14 @@ def _check_member(root: Path, member: Member, files: dict, where: str) -> None:
     runs = PurePosixPath(member.runs_dir)
     if runs.is_absolute() or ".." in runs.parts:
         raise BundleError(f"{where}.runs_dir: {member.runs_dir!r} is not a folder inside the bundle (export writes {RUNS!r})")
-    for name in (CONFIG_NAME, *(f"fold{k}/{WEIGHTS_NAME}" for k in range(member.folds))):
-        rel = (runs / member.exp / name).as_posix()
+    named_files = ExperimentPaths.runs_of(runs, member.exp)
+    for path in (named_files.config, *(named_files.weights(k) for k in range(member.folds))):
+        rel = path.as_posix()
         if rel not in files:
             raise BundleError(f"{where} ({member.exp}): {root / rel} is not a file {root / MANIFEST_NAME} lists")
     named = experiment_config(member.exp, root / runs).exp.name
     if named != member.exp:
-        raise BundleError(f"{where} ({member.exp}): {root / runs / member.exp / CONFIG_NAME} is the config of {named!r}: export the bundle again")
+        raise BundleError(f"{where} ({member.exp}): {root / named_files.config} is the config of {named!r}: export the bundle again")
 
 
 def load_bundle(root: str | Path) -> Recipe:

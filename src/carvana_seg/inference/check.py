@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from carvana_seg.ops.rle import RLEError, rle_runs
+from carvana_seg.ops.rle import CARVANA_RLE, RLEError, RleFormat
 
 HEADER = ["img", "rle_mask"]
 MAX_REPORTED = 10
@@ -45,22 +45,26 @@ def name_mismatch(path: str | Path) -> str | None:
     return f"{path}: gzip-compressed but not named .gz: rename it to {path.name}.gz"
 
 
-def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int, int] | Callable[[str], tuple[int, int]] = (1280, 1918)) -> list[str]:
-    """Every problem found (empty when the file is valid): header, row count, ids and order
-    identical to the sample, no image twice, and each RLE well formed for its image's size:
+def check_submission(
+    path: str | Path, sample: str | Path, image_size: tuple[int, int] | Callable[[str], tuple[int, int]] = (1280, 1918), rle_format: RleFormat = CARVANA_RLE,
+) -> list[str]:
+    """Every problem found (empty when the file is valid): the sample's header, row count, ids
+    (as the sample spells them) and order identical to the sample, no image twice, and each RLE
+    well formed in `rle_format` for its image's size (an empty mask written as the format says):
     `image_size` is (H, W) for every image, or a function from the image name to its (H, W)."""
     size_of = image_size if callable(image_size) else (lambda name: image_size)
     path, sample = Path(path), Path(sample)
     if not path.is_file():
         return [f"{path}: file not found"]
     with _open_text(sample) as handle:
-        expected = [row[0] for row in list(csv.reader(handle))[1:]]
+        sample_rows = list(csv.reader(handle))
+    wanted_header, expected = (sample_rows[0] if sample_rows else HEADER), [row[0] for row in sample_rows[1:]]
     problems: list[str] = []
     with _open_text(path) as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header != HEADER:
-            problems.append(f"{path}: header {header}, expected {HEADER}")
+        if header != wanted_header:
+            problems.append(f"{path}: header {header}, expected {wanted_header}")
         rows = list(reader)
     if len(rows) != len(expected):
         problems.append(f"{path}: {len(rows)} rows, the sample has {len(expected)}")
@@ -78,8 +82,7 @@ def check_submission(path: str | Path, sample: str | Path, image_size: tuple[int
         if row[0] != want:
             problems.append(f"{path}:{line}: image {row[0]!r}, the sample has {want!r} here")
         try:
-            height, width = size_of(row[0])
-            rle_runs(row[1], height * width)
+            rle_format.runs(row[1], tuple(size_of(row[0])), strict_empty=True)
         except RLEError as err:
             problems.append(f"{path}:{line} ({row[0]}): {err}")
     return problems

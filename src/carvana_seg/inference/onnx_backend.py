@@ -24,10 +24,9 @@ import torch
 
 from carvana_seg.config import Config
 from carvana_seg.store.paths import ExperimentPaths
-from carvana_seg.models.tta import SCALE_VIEW
+from carvana_seg.recipe.tta import SCALE_VIEW
 from carvana_seg.errors import PipelineError
 
-ONNX_NAME = "model.onnx"  # beside the fold's model.safetensors
 OPSET = 17
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities (fp32) between torch and onnxruntime
 CHECK_BATCHES = (1, 3)  # batch sizes checked at the training size (the batch axis is dynamic)
@@ -51,7 +50,7 @@ def _check_onnx_installed() -> None:
 
 def onnx_path(cfg: Config, fold: int) -> Path:
     """The fold's ONNX file; a missing one is an error that says how to make it."""
-    path = ExperimentPaths.of(cfg).fold_dir(fold) / ONNX_NAME
+    path = ExperimentPaths.of(cfg).onnx(fold)
     if not path.is_file():
         raise PipelineError(f"{cfg.exp.name} fold {fold}: no ONNX model at {path}: export the bundle with scripts/export.py --onnx")
     return path
@@ -92,14 +91,15 @@ def load_onnx_fold(path: Path, device: torch.device) -> OnnxModel:
     return OnnxModel(path, device).eval()
 
 
-def export_onnx(model: torch.nn.Module, path: Path, sizes: list[tuple[int, int]], seed: int = 0) -> float:
+def export_onnx(model: torch.nn.Module, path: Path, sizes: list[tuple[int, int]], seed: int = 0, channels: int = 3) -> float:
     """Write `model` (fp32, CPU) to `path` as ONNX and return the max abs difference of its
-    probabilities from torch's on random inputs at each size (batches 1 and 3 at the first,
-    2 at the others); above ONNX_TOLERANCE, or failing to run at a size, is an error naming `path`."""
+    probabilities from torch's on random inputs of `channels` at each size (batches 1 and 3 at
+    the first, 2 at the others); above ONNX_TOLERANCE, or failing to run at a size, is an error
+    naming `path`."""
     _check_onnx_installed()
     model = model.float().cpu().eval()
     generator = torch.Generator().manual_seed(seed)
-    example = torch.randn(1, 3, *sizes[0], generator=generator)
+    example = torch.randn(1, channels, *sizes[0], generator=generator)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # the tracer's notes on frozen shape tests: the check below is what counts
         warnings.simplefilter("ignore")
@@ -109,8 +109,8 @@ def export_onnx(model: torch.nn.Module, path: Path, sizes: list[tuple[int, int]]
         )
     session = OnnxModel(path)
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
-    inputs = [torch.randn(b, 3, *sizes[0], generator=generator) for b in CHECK_BATCHES]
-    inputs += [torch.randn(2, 3, *hw, generator=generator) for hw in sizes[1:]]
+    inputs = [torch.randn(b, channels, *sizes[0], generator=generator) for b in CHECK_BATCHES]
+    inputs += [torch.randn(2, channels, *hw, generator=generator) for hw in sizes[1:]]
     worst = 0.0
     for images in inputs:
         with torch.no_grad():

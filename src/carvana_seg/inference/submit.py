@@ -24,8 +24,9 @@ import hashlib
 import json
 import shutil
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,12 +37,13 @@ from tqdm.auto import tqdm
 
 from carvana_seg.config import Config
 from carvana_seg.data.device_photos import check_decode, device_inputs, read_jpeg
-from carvana_seg.store.experiment import experiment_config, fold_weights, load_fold_model
+from carvana_seg.store.experiment import fold_weights, load_fold_model, member_configs
 from carvana_seg.ops.host_memory import keep_freed_memory
-from carvana_seg.data.photos import read_grey, same_size_batches
+from carvana_seg.data.photos import same_size_batches
 from carvana_seg.models.tta import predict_probs, to_levels
 from carvana_seg.data.dataset import build_transform
-from carvana_seg.data.layout import CarvanaLayout, image_size, read_image
+from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.data.layouts import Layout, open_layout
 from carvana_seg.data.sources import resize_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference.check import check_submission, gzip_named
@@ -59,6 +61,11 @@ IN_FLIGHT_BATCHES = 4  # batches that may wait for the chain / encoding threads 
 
 @dataclass
 class LoadedMember:
+    """A recipe member (recipe/recipe.Member: an experiment named, weighted, with a fold count)
+    with its fold networks loaded on the device, ready to predict. A type of its own because
+    it holds live models, which only prediction needs: the recipe stays a frozen description
+    that tuning, the leaderboard and the bundle read without loading a network."""
+
     cfg: Config
     models: list[torch.nn.Module]
     files: list[Path]  # the file each fold model came from (safetensors, or ONNX under onnxruntime)
@@ -74,7 +81,8 @@ class TestPhotos(Dataset):
     def __init__(self, layout: CarvanaLayout, ids: list[str], member_sizes: list[tuple[int, int]], with_guides: bool, decode: str = "cpu"):
         check_decode(decode)
         self.layout, self.ids, self.member_sizes, self.with_guides, self.decode = layout, ids, member_sizes, with_guides, decode
-        self.transform = build_transform(train=False)
+        self.transform = build_transform(train=False, channels=layout.channels)
+        self.names, self.rle_format = layout.submission_names, layout.rle_format
         self.largest = max(member_sizes, key=lambda hw: hw[0] * hw[1])
 
     def __len__(self) -> int:
@@ -84,10 +92,10 @@ class TestPhotos(Dataset):
         path = self.layout.image_path(self.ids[i], "test")
         if self.decode == "device":
             return {"i": i, "jpeg": read_jpeg(path)}
-        image = read_image(path, draft_size=(self.largest[1], self.largest[0]))
+        image = self.layout.read_photo(path, draft_size=(self.largest[1], self.largest[0]))
         item = {"i": i, "views": [self.transform(image=resize_image(image, hw))["image"] for hw in self.member_sizes]}
         if self.with_guides:
-            item["guide"] = torch.from_numpy(read_grey(path))
+            item["guide"] = torch.from_numpy(self.layout.read_guide(path))
         return item
 
     def collate(self, items: list[dict]) -> dict:
@@ -116,9 +124,8 @@ def load_members(recipe: Recipe, device: torch.device, backend: str = "torch") -
         raise PipelineError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
     kept = [m for m in recipe.members if m.weight > 0]
     loaded = []
-    for member in kept:
-        cfg = experiment_config(member.exp, member.runs_dir)
-        cfg.exp.runs_dir = member.runs_dir
+    for member, cfg in zip(kept, member_configs(kept, f"recipe {recipe.name!r}")):
+        cfg = replace(cfg, exp=replace(cfg.exp, runs_dir=member.runs_dir))
         if backend == "onnxruntime":
             files = [onnx_path(cfg, fold) for fold in range(member.folds)]
             models = [load_onnx_fold(path, device) for path in files]
@@ -172,17 +179,17 @@ def read_sizes(layout: CarvanaLayout, ids: list[str], indices: list[int], show: 
     for i in tqdm(indices, desc="reading test photo headers", disable=None if show else True, leave=False):
         path = layout.image_path(ids[i], "test")
         if not path.is_file():
-            raise PipelineError(f"{path} is missing: sample_submission.csv lists {ids[i]}.jpg")
-        sizes[i] = image_size(path)
+            raise PipelineError(f"{path} is missing: {layout.sample_path.name} lists {layout.submission_names[i]}")
+        sizes[i] = layout.photo_size(path)
     return sizes
 
 
-def join_parts(dest: Path, parts: list[Path], name: str) -> None:
+def join_parts(dest: Path, parts: list[Path], name: str, header: str = "img,rle_mask") -> None:
     """Write the CSV header and the chunks' lines into `dest`, gzip-compressed when the final
     file's `name` ends in .gz. The gzip header records that name (less .gz) and time 0, never
     the temporary file's, so the same chunks always give the same bytes."""
     with open(dest, "wb") as raw, (gzip.GzipFile(name, "wb", fileobj=raw, mtime=0) if gzip_named(Path(name)) else contextlib.nullcontext(raw)) as handle:
-        handle.write(b"img,rle_mask\n")
+        handle.write(f"{header}\n".encode())
         for part in parts:
             handle.write(part.read_bytes())
 
@@ -196,6 +203,10 @@ def predict_chunks(
     loader = DataLoader(dataset, batch_sampler=[batch for _, batch in plan], num_workers=workers, pin_memory=device.type == "cuda", collate_fn=dataset.collate)
     views = recipe.views
     lines: dict[int, dict[int, tuple[Future, int]]] = {c: {} for c in todo}  # chunk -> photo -> (the future holding its RLE, place in its result)
+
+    def row(i: int, rle: str) -> str:  # the chain writes Carvana's RLE: in the data's format, under the sample's spelling
+        return f"{dataset.names[i]},{dataset.rle_format.from_carvana(rle, sizes[i])}\n"
+
     in_flight: deque[list[Future]] = deque()  # each batch's futures
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=sum(len(chunks[c]) for c in todo), desc="test photos", disable=None if show else True) as bar:  # None: no bar outside a terminal
         for (c, indices), batch in zip(plan, loader):
@@ -209,14 +220,15 @@ def predict_chunks(
                     future.result()
             bar.update(len(indices))
             for done in [d for d in lines if len(lines[d]) == len(chunks[d]) and all(f.done() for f, _ in lines[d].values())]:
-                write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
+                write_part(parts_dir, done, row, chunks[done], lines.pop(done))
         for done in list(lines):
-            write_part(parts_dir, done, dataset.ids, chunks[done], lines.pop(done))
+            write_part(parts_dir, done, row, chunks[done], lines.pop(done))
 
 
-def write_part(parts_dir: Path, c: int, ids: list[str], chunk: list[int], lines: dict[int, tuple[Future, int]]) -> None:
+def write_part(parts_dir: Path, c: int, row: Callable[[int, str], str], chunk: list[int], lines: dict[int, tuple[Future, int]]) -> None:
+    """Chunk `c`'s lines, `row(photo, rle)` each, as its part file (atomically)."""
     with atomic_path(parts_dir / f"chunk-{c:06d}.csv") as tmp:
-        tmp.write_text("".join(f"{ids[i]}.jpg,{lines[i][0].result()[lines[i][1]]}\n" for i in chunk))
+        tmp.write_text("".join(row(i, lines[i][0].result()[lines[i][1]]) for i in chunk))
 
 
 def predict_submission(
@@ -235,6 +247,8 @@ def predict_submission(
     keep_freed_memory()
     batch_size = batch_size or (GPU_BATCH if state.device.type == "cuda" else CPU_BATCH)
     recipe = recipe_path if isinstance(recipe_path, Recipe) else Recipe.load(recipe_path)
+    source = f"recipe {recipe.name!r}" if recipe is recipe_path else str(recipe_path)
+    member_configs(recipe.members, source)  # a missing or mismatched run is named now, not after the test set is half read
     out_dir = Path(".") if isinstance(recipe_path, Recipe) else Path(recipe_path).parent
     if data_root:
         recipe = recipe.replace(data_root=data_root)
@@ -270,14 +284,24 @@ def output_lock(out: Path, main_process: bool) -> contextlib.AbstractContextMana
     return exclusive_lock(out.with_name(out.name + ".lock"), f"submission {out}")
 
 
+def prediction_layout(recipe: Recipe, members: list[LoadedMember], decode: str) -> Layout:
+    """The recipe's data root, read as the first member's data settings say (its layout, RLE
+    format, intensity range); its test folder must exist."""
+    layout = open_layout(members[0].cfg.data, recipe.data_root)
+    test_dir = layout.folder("test")
+    if not test_dir.is_dir():
+        raise PipelineError(f"{test_dir} is missing: predict needs the test images beside {layout.sample_path.name}")
+    if decode == "device" and not isinstance(layout, CarvanaLayout):
+        raise PipelineError(f"--decode device reads JPEG photos of the carvana layout only; data.layout is {members[0].cfg.data.layout!r}: use --decode cpu")
+    return layout
+
+
 def write_submission(
     recipe: Recipe, out: Path, state: PartialState, batch_size: int, workers: int, chunk_images: int, backend: str, decode: str,
 ) -> Path | None:
     """Predict the missing chunks into `<out>.parts/`, then join and validate them into `out` (main process)."""
     members, recipe = load_members(recipe, state.device, backend)
-    layout = CarvanaLayout(recipe.data_root)
-    if not (layout.root / "test").is_dir():
-        raise PipelineError(f"{layout.root / 'test'} is missing: predict needs test/ beside sample_submission.csv")
+    layout = prediction_layout(recipe, members, decode)
     ids = layout.test_ids
     parts_dir = out.with_name(out.name + ".parts")  # the parts folder stays beside the file
     chunks = [list(range(start, min(start + chunk_images, len(ids)))) for start in range(0, len(ids), chunk_images)]
@@ -289,19 +313,21 @@ def write_submission(
     todo = [c for c in mine if not (parts_dir / f"chunk-{c:06d}.csv").is_file()]
     if len(todo) < len(mine):
         state.print(f"resuming: {len(mine) - len(todo)} of {len(mine)} chunks already written in {parts_dir}")
-    dataset = TestPhotos(layout, ids, [m.cfg.data.hw for m in members], with_guides=recipe.refine is not None, decode=decode)
+    dataset = TestPhotos(layout, ids, [m.cfg.data.size for m in members], with_guides=recipe.refine is not None, decode=decode)
     predict_chunks(recipe, members, dataset, chunks, todo, sizes, parts_dir, state.device, workers, batch_size, state.is_local_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
     with atomic_path(out) as tmp:
-        join_parts(tmp, [parts_dir / f"chunk-{c:06d}.csv" for c in range(len(chunks))], out.name)
-        known = {f"{ids[i]}.jpg": size for i, size in sizes.items()}  # the other processes' photos: read from their headers
+        join_parts(tmp, [parts_dir / f"chunk-{c:06d}.csv" for c in range(len(chunks))], out.name, ",".join(layout.submission_header))
+        names = layout.submission_names
+        known = {names[i]: size for i, size in sizes.items()}  # the other processes' photos: read from their headers
+        id_of = dict(zip(names, ids))
 
         def size_of(name: str) -> tuple[int, int]:
-            return known.get(name) or image_size(layout.image_path(name.removesuffix(".jpg"), "test"))
+            return known.get(name) or layout.photo_size(layout.image_path(id_of.get(name, name), "test"))
 
-        problems = check_submission(tmp, layout.root / "sample_submission.csv", size_of)
+        problems = check_submission(tmp, layout.sample_path, size_of, layout.rle_format)
         if problems:
             raise PipelineError(f"{out} failed validation and was not written:\n" + "\n".join(problems))
     shutil.rmtree(parts_dir)

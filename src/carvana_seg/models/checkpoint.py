@@ -7,7 +7,6 @@ people. Loading parses JSON and raw tensors only, so a checkpoint cannot run cod
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from carvana_seg.config import Config, config_from_dict, save_config
+from carvana_seg.config import Config, ConfigError, config_from_dict, save_config
 from carvana_seg.io_utils import atomic_path
 from carvana_seg.models.registry import build_model
 
@@ -27,7 +26,7 @@ CONFIG_NAME = "config.yaml"
 def _check_matches_config(model: nn.Module, cfg: Config) -> None:
     """Fail at save time, not at load time, if `cfg.model` cannot rebuild `model`."""
     with torch.device("meta"):
-        expected = build_model(dataclasses.replace(cfg.model, encoder_weights=None)).state_dict()
+        expected = build_model(cfg.model.without_downloads()).state_dict()
     actual = model.state_dict()
     if {k: v.shape for k, v in expected.items()} != {k: v.shape for k, v in actual.items()}:
         raise ValueError("the model's weights do not match the model its config builds; pass the config that built it")
@@ -54,8 +53,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         metadata = handle.metadata() or {}
     if "config" not in metadata:
         raise ValueError(f"{path}: no config in the safetensors metadata; not written by save_checkpoint")
-    cfg = config_from_dict(json.loads(metadata["config"]))
+    try:
+        cfg = config_from_dict(json.loads(metadata["config"]))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: the config in its metadata: {err}") from err
     # The weights come from the file: never download pretrained encoder weights to overwrite them.
-    model = build_model(dataclasses.replace(cfg.model, encoder_weights=None)).to(device)
+    model = build_model(cfg.model.without_downloads()).to(device)
     load_model(model, str(path), strict=True, device=str(device))
     return model, cfg

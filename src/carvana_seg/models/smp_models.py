@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carvana_seg.config import ConfigError, ModelConfig, local_encoder_weights
+from carvana_seg.config import ConfigError, ModelConfig, SmpConfig, local_encoder_weights
 from carvana_seg.models.encoder_weights import check_encoder_file, load_encoder_weights
 from carvana_seg.models.registry import register_model
 
@@ -54,8 +54,8 @@ def check_encoder_weights(cfg: ModelConfig) -> None:
     """What building `cfg` would refuse about its smp names and `model.encoder_weights`, found
     without downloading or loading weights (a run checks this before it writes anything): an
     unknown arch, encoder or weight set, and a local file's name, header, keys and shapes
-    against the encoder (built on the meta device: no memory)."""
-    if cfg.name != "smp":
+    against the encoder (built on the meta device: no memory). Other families: nothing to check."""
+    if not isinstance(cfg, SmpConfig):
         return
     import segmentation_models_pytorch as smp
 
@@ -66,7 +66,7 @@ def check_encoder_weights(cfg: ModelConfig) -> None:
         _check_download_name(cfg.encoder, cfg.encoder_weights)
         return
     with torch.device("meta"):
-        skeleton = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=cfg.in_channels, classes=cfg.classes)
+        skeleton = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=cfg.channels, classes=cfg.classes)
     expected = {k: tuple(v.shape) for k, v in skeleton.encoder.state_dict().items()}
     check_encoder_file(expected, cfg.encoder_weights, cfg.encoder)
 
@@ -103,5 +103,5 @@ class PaddedSmpModel(nn.Module):
 
 
 @register_model("smp")
-def smp_model(cfg: ModelConfig) -> PaddedSmpModel:
-    return PaddedSmpModel(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.in_channels, cfg.classes)
+def smp_model(cfg: SmpConfig) -> PaddedSmpModel:
+    return PaddedSmpModel(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.channels, cfg.classes)

@@ -7,14 +7,10 @@ such as `scale0.75`. `hflip,scale1.25` predicts the identity, the mirror and a 1
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 
 from carvana_seg.ops.kernels import quantize
-
-SCALE_VIEW = re.compile(r"^scale(\d+(?:\.\d+)?)$")  # a view name `scale<factor>`
 
 
 def _predict_view(model: torch.nn.Module, images: torch.Tensor, view: str) -> torch.Tensor:
@@ -22,7 +18,7 @@ def _predict_view(model: torch.nn.Module, images: torch.Tensor, view: str) -> to
         return torch.sigmoid(model(images).float())
     if view == "hflip":
         return torch.sigmoid(model(images.flip(-1)).float()).flip(-1)
-    factor = float(SCALE_VIEW.match(view)[1])
+    factor = float(view.removeprefix("scale"))  # a `scale<factor>` view, checked by recipe/tta.parse_tta
     size = images.shape[-2:]
     scaled = F.interpolate(images, scale_factor=factor, mode="bilinear", align_corners=False)
     probs = torch.sigmoid(model(scaled).float())

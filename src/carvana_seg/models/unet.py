@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carvana_seg.config import UPSAMPLE_CHOICES, ModelConfig
+from carvana_seg.config import UPSAMPLE_CHOICES, UNetConfig
 from carvana_seg.models.blocks import UNetBlock, check_block_kind
 from carvana_seg.models.registry import register_model
 
@@ -128,9 +128,9 @@ class UNet(nn.Module):
 
 
 @register_model("unet")
-def unet(cfg: ModelConfig) -> UNet:
+def unet(cfg: UNetConfig) -> UNet:
     return UNet(
-        cfg.in_channels,
+        cfg.channels,
         cfg.classes,
         block=cfg.block,
         base_channels=cfg.base_channels,

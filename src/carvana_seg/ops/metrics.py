@@ -3,7 +3,9 @@
 Probabilities are stored as uint8 levels (round(p * 255)); a pixel is predicted positive at
 level L when its probability level is >= L, so threshold 0.5 is level 128. Counting each
 image's positive and negative pixels per level (two 256-bin histograms) gives the exact Dice
-at all 256 levels from one pass over the pixels.
+at all 256 levels from one pass over the pixels: the CV at 0.5 and at the best level
+(`threshold_scores`), and the CV at thresholds chosen out of fold (`nested_threshold_dice`),
+follow from those counts alone.
 """
 
 from __future__ import annotations
@@ -13,12 +15,6 @@ import torch
 
 LEVELS = 256
 HALF = 128  # the level of probability 0.5
-
-
-def level_histograms(prob_u8: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positive, negative) pixel counts per probability level for one image."""
-    positive, negative = batch_level_histograms(torch.from_numpy(np.ascontiguousarray(prob_u8))[None], torch.from_numpy(np.ascontiguousarray(mask))[None])
-    return positive[0].numpy(), negative[0].numpy()
 
 
 def batch_level_histograms(levels: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,3 +49,29 @@ def dice_per_image(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     denominator = pred.sum(axis=1) + truth.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator == 0, 1.0, 2 * tp / denominator)
+
+
+def threshold_scores(positive: np.ndarray, negative: np.ndarray) -> dict:
+    """CV Dice at 0.5 and at the best of the 256 levels, from per-image histograms."""
+    per_image = dice_by_level(positive, negative)
+    mean = per_image.mean(axis=0)
+    best = int(np.argmax(mean))
+    return {
+        "dice_at_0.5": float(mean[HALF]),
+        "threshold": best / 255,
+        "threshold_level": best,
+        "dice_at_threshold": float(mean[best]),
+    }
+
+
+def nested_threshold_dice(per_level: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Per-image Dice when each fold's level is the best mean Dice over the other folds' images
+    (`per_level`: (images, 256) Dice by level; `folds`: each image's fold). A threshold tuned
+    on the images it scores rewards a model whose best level moves from fold to fold; this
+    one never sees them. Returns the per-image Dice and each fold's chosen level."""
+    dice, chosen = np.empty(len(per_level)), {}
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        chosen[int(fold)] = int(per_level[~held_out].mean(axis=0).argmax())
+        dice[held_out] = per_level[held_out, chosen[int(fold)]]
+    return dice, chosen

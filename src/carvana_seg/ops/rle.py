@@ -1,7 +1,9 @@
 """Masks as runs and the competition's run-length encoding, one codec.
 
 The competition's RLE is 1-indexed `start length` pairs over the mask flattened row-major
-(C order); encoding the official GIFs gives the official rows byte for byte.
+(C order); encoding the official GIFs gives the official rows byte for byte. Other
+competitions' conventions (column-major order, 0-indexed starts, a text for an empty mask) are
+an `RleFormat`, whose default is Carvana's and writes the same bytes.
 
 Masks as runs: each row's maximal stretches of foreground pixels.
 
@@ -53,8 +55,9 @@ def rle_encode(mask: np.ndarray) -> str:
     return " ".join(map(str, edges.tolist()))
 
 
-def rle_runs(rle: str, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Parse and validate an RLE string; return 0-indexed run starts and (exclusive) ends."""
+def rle_runs(rle: str, num_pixels: int, first: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Parse and validate an RLE string whose first pixel is numbered `first` (1: Carvana's);
+    return 0-indexed run starts and (exclusive) ends."""
     if not isinstance(rle, str):
         raise RLEError(f"RLE must be a string, got {type(rle).__name__}")
     text = rle.strip()
@@ -69,10 +72,10 @@ def rle_runs(rle: str, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         raise RLEError(f"RLE holds a token that is not an integer (or too large): {bad[:20]!r}") from err
     if numbers.size % 2:
         raise RLEError(f"RLE has an odd number of values ({numbers.size}): expected start/length pairs")
-    starts, lengths = numbers[0::2] - 1, numbers[1::2]
+    starts, lengths = numbers[0::2] - first, numbers[1::2]
     ends = starts + lengths
     if (starts < 0).any():
-        raise RLEError("RLE start below 1 (starts are 1-indexed)")
+        raise RLEError(f"RLE start below {first} (starts are {first}-indexed)")
     if (lengths <= 0).any():
         raise RLEError("RLE run length must be positive")
     if (np.diff(starts) <= 0).any():
@@ -82,6 +85,70 @@ def rle_runs(rle: str, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     if ends[-1] > num_pixels:
         raise RLEError(f"RLE run ends at pixel {int(ends[-1])} beyond the mask's {num_pixels} pixels")
     return starts, ends
+
+
+@dataclass(frozen=True)
+class RleFormat:
+    """A competition's RLE conventions: the pixel order the mask is flattened in (`row`: C
+    order, as Carvana; `column`: Fortran order, as TGS), the index of the first pixel (1 or 0)
+    and the text of an empty mask. The default is Carvana's, whose strings the plain
+    `rle_encode` / `rle_runs` / `Runs.to_rle` write and read byte for byte."""
+
+    order: str = "row"
+    start: int = 1
+    empty: str = ""
+
+    @classmethod
+    def of(cls, data) -> RleFormat:
+        """The format a data config (config.DataConfig, a floor above) states: `data.rle_order`,
+        `data.rle_start`, `data.rle_empty`."""
+        return cls(data.rle_order, int(data.rle_start), data.rle_empty)
+
+    @property
+    def is_carvana(self) -> bool:
+        return self == CARVANA_RLE
+
+    def encode(self, mask: np.ndarray) -> str:
+        """A 2-D mask (nonzero = foreground) as this format's RLE string."""
+        flat = np.ascontiguousarray(mask.T if self.order == "column" else mask).reshape(-1) != 0
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).view(np.int8)))
+        if not len(edges):
+            return self.empty
+        pairs = edges.astype(np.int64)
+        pairs[1::2] -= pairs[::2]
+        pairs[::2] += self.start
+        return " ".join(map(str, pairs.tolist()))
+
+    def runs(self, rle: str, shape: tuple[int, int], strict_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Parse and check `rle` for a (height, width) mask: 0-indexed starts and exclusive ends
+        in this format's pixel order. The empty text (and, unless `strict_empty`, a blank) is
+        an empty mask; a submission is checked with `strict_empty`."""
+        if not isinstance(rle, str):
+            raise RLEError(f"RLE must be a string, got {type(rle).__name__}")
+        text = rle.strip()
+        if self.empty.strip() and text == self.empty.strip():
+            text = ""
+        elif strict_empty and not text and self.empty.strip():
+            raise RLEError(f"an empty mask is written {self.empty!r} here, not as a blank")
+        return rle_runs(text, shape[0] * shape[1], first=self.start)
+
+    def decode(self, rle: str, shape: tuple[int, int]) -> np.ndarray:
+        """An RLE string of this format as a (height, width) uint8 0/1 mask."""
+        height, width = shape
+        starts, ends = self.runs(rle, shape)
+        flat = np.zeros(height * width + 1, np.int8)
+        np.add.at(flat, starts, 1)
+        np.add.at(flat, ends, -1)
+        values = np.cumsum(flat[:-1], dtype=np.int8).view(np.uint8)
+        return values.reshape(width, height).T.copy() if self.order == "column" else values.reshape(height, width)
+
+    def from_carvana(self, rle: str, shape: tuple[int, int]) -> str:
+        """A Carvana-format string (what the prediction chain writes) in this format; the string
+        itself when this is Carvana's format."""
+        return rle if self.is_carvana else self.encode(rle_decode(rle, shape))
+
+
+CARVANA_RLE = RleFormat()
 
 
 def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:

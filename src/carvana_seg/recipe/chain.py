@@ -5,9 +5,10 @@
       -> edge refinement (guided filter on the photo, optional) -> uint8 levels
       -> threshold -> runs (ops/rle.py) -> post-processing (optional) -> RLE
 
-Tuning scores the levels and masks this chain makes on OOF maps; prediction applies it to
-the test photos; the leaderboard and the benchmarks call it too: there is no second copy
-of any step. Everything up to the threshold runs in torch on the maps' device, batched over
+Tuning scores the levels and masks this chain makes on OOF maps; a trained fold's score is
+that of its one-model recipe (`Recipe.single`); prediction applies it to the test photos;
+the leaderboard and the benchmarks call it too: there is no second copy of any step, the
+upsampling of OOF maps to the photos' size included. Everything up to the threshold runs in torch on the maps' device, batched over
 same-size photos, with no host round trip; only the boundaries of the thresholded masks'
 runs leave the device (a few thousand numbers a photo), for post-processing on the runs
 and the RLE writer.
@@ -18,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 
+import numpy as np
 import torch
 
+from carvana_seg.data.layout import CarvanaLayout
 from carvana_seg.ops.kernels import box_mean, multiply_add, quantize, resize_area, resize_bilinear, rounds_to_at_least
 from carvana_seg.recipe.postprocess import apply_postprocess
 from carvana_seg.recipe.recipe import Recipe, Refine
 from carvana_seg.ops.rle import Runs, batch_runs
+from carvana_seg.store.oof import OOF, original_size_histograms
 
 SUBSAMPLE = 2  # the guided filter works at half resolution and upsamples its coefficients ("fast guided filter")
 
@@ -79,6 +83,22 @@ def probability_values(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple
 def probability_levels(recipe: Recipe, maps: Sequence[torch.Tensor], size: tuple[int, int], guide: torch.Tensor | None = None) -> torch.Tensor:
     """`probability_values` rounded to (B, H, W) uint8 levels: what tuning's histograms count."""
     return quantize(probability_values(recipe, maps, size, guide))
+
+
+def oof_histograms(
+    recipe: Recipe, oofs: Sequence[OOF], layout: CarvanaLayout, device: torch.device | None = None, workers: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (positive, negative) level histograms, (N, 256) each, at original size of the
+    recipe's levels (`probability_levels`, before its threshold) on OOF maps: `oofs` holds
+    each member's, over the same images in the same order. What tuning selects on, and what
+    a trained fold's score counts (its one-model recipe)."""
+    device = device or torch.device("cpu")
+
+    def levels(indices: np.ndarray, size: tuple[int, int], guide: torch.Tensor | None) -> torch.Tensor:
+        maps = [torch.from_numpy(oof.probs[indices]).to(device, non_blocking=True) for oof in oofs]
+        return probability_levels(recipe, maps, size, guide)
+
+    return original_size_histograms(oofs[0], layout, levels, with_guides=recipe.refine is not None, device=device, workers=workers)
 
 
 def threshold(recipe: Recipe, values: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from carvana_seg.config import ConfigError
 from carvana_seg.ops.rle import Runs
 
 MIN_AREA_FRACTION = 0.001  # `min_area` drops components smaller than this share of the image
@@ -47,8 +46,10 @@ POSTPROCESS = {"largest_component": largest_component, "fill_holes": fill_holes,
 
 
 def apply_postprocess(runs: Runs, steps: Sequence[str]) -> Runs:
+    """Apply the named steps in order. A recipe's steps are checked when the recipe is read
+    (recipe.Recipe, key `postprocess`); an unknown name here is a caller's bug."""
     for step in steps:
         if step not in POSTPROCESS:
-            raise ConfigError(f"post-processing {step!r}: available {', '.join(POSTPROCESS)}")
+            raise ValueError(f"unknown post-processing step {step!r}; available: {', '.join(POSTPROCESS)}")
         runs = POSTPROCESS[step](runs)
     return runs

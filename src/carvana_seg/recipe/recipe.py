@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carvana_seg.config import ConfigError
-from carvana_seg.store.experiment import experiment_config
 from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
@@ -57,7 +56,9 @@ def _is_number(value: object, low: float, high: float) -> bool:
 
 @dataclass(frozen=True)
 class Member:
-    """One experiment of the blend: its fold models are averaged, then weighted."""
+    """One experiment of the blend: its fold models are averaged, then weighted. A description
+    only (no run is read): tuning works on the experiment's OOF (store/oof.ExperimentOOF),
+    prediction on its loaded fold networks (inference/submit.LoadedMember)."""
 
     exp: str
     runs_dir: str
@@ -103,6 +104,13 @@ class Recipe:
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def single(cls, exp: str, runs_dir: str, folds: int, data_root: str, tta: str = "none") -> Recipe:
+        """One experiment alone, untuned: weight 1, threshold 0.5, no refinement or post-processing.
+        A trained fold is scored by it (training/trainer.score_fold), so a fold's score and
+        tuning's come from the same chain (recipe/chain.py)."""
+        return cls(exp, (Member(exp, str(runs_dir), 1.0, folds),), str(data_root), tta)
+
     def refine_label(self) -> str:
         return self.refine.label() if self.refine else "none"
 
@@ -125,8 +133,10 @@ class Recipe:
         atomic_write_text(path, json.dumps(self.to_json(), indent=2))
 
     @classmethod
-    def read(cls, path: str | Path) -> Recipe:
-        """The recipe at `path`, checked field by field; its members' runs are not looked at."""
+    def load(cls, path: str | Path) -> Recipe:
+        """The recipe at `path`, checked field by field (types and ranges). Its members' runs
+        are the experiment store's question (store/experiment.member_configs), asked by the
+        commands that read them: a recipe file can be read, and ranked, without its runs."""
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"recipe {path} not found: write one with scripts/tune.py")
@@ -135,16 +145,6 @@ class Recipe:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RecipeError(f"recipe {path} is not JSON: {err}") from None
         return cls.from_json(raw, str(path))
-
-    @classmethod
-    def load(cls, path: str | Path) -> Recipe:
-        """`read`, then each member's trained runs checked: the recipe can be applied."""
-        recipe = cls.read(path)
-        for k, member in enumerate(recipe.members):  # a missing run is named now, not after the test set is half read
-            trained = experiment_config(member.exp, member.runs_dir).data.folds
-            if member.folds > trained:
-                raise _bad(str(path), f"members[{k}].folds", f"{member.folds} is more than the {trained} folds experiment {member.exp!r} has (1..{trained})")
-        return recipe
 
     @classmethod
     def from_json(cls, raw: dict, source: str = "recipe") -> Recipe:

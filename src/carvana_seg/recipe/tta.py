@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import re
+
 from carvana_seg.config import ConfigError
-from carvana_seg.models.tta import SCALE_VIEW
+
+SCALE_VIEW = re.compile(r"^scale(\d+(?:\.\d+)?)$")  # a view name `scale<factor>`
 
 # A scale view resizes the network's input by this factor: below 0.25 a car is a few cells of
 # the deepest stage, above 2 the view costs more than 4x the identity's work.

@@ -26,9 +26,7 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,27 +34,26 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from carvana_seg.config import Config
 from carvana_seg.ops.bootstrap import paired_bootstrap
-from carvana_seg.store.experiment import default_device, experiment_config
+from carvana_seg.store.experiment import default_device
 from carvana_seg.ops.host_memory import keep_freed_memory
 from carvana_seg.ops.kernels import quantize
-from carvana_seg.ops.metrics import HALF, batch_level_histograms, dice_by_level
-from carvana_seg.store.oof import OOF, original_size_batches, original_size_histograms
+from carvana_seg.ops.metrics import HALF, batch_level_histograms, dice_by_level, threshold_scores
+from carvana_seg.store.oof import ExperimentOOF, original_size_batches
 from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.recipe.tta import parse_tta
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout, split_id
+from carvana_seg.data.layouts import open_layout
 from carvana_seg.data.sources import resize_mask
 from carvana_seg.errors import PipelineError
-from carvana_seg.store.tta_oof import oof_with_tta
+from carvana_seg.store.tta_oof import load_experiment_oof
 from carvana_seg.io_utils import atomic_path
 from carvana_seg.names import check_plain_name
-from carvana_seg.recipe.chain import blend, finish, probability_levels, thresholded_runs
+from carvana_seg.recipe.chain import blend, finish, oof_histograms, thresholded_runs
 from carvana_seg.recipe.nested import BLEND_RULES, FoldTuning, NestedCV
 from carvana_seg.recipe.postprocess import POSTPROCESS
-from carvana_seg.recipe.recipe import Member as RecipeMember
-from carvana_seg.recipe.recipe import Recipe, Refine
+from carvana_seg.recipe.recipe import Member, Recipe, Refine
 from carvana_seg.ops.rle import Runs, dice, row_sums
 
 WEIGHT_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)  # relative weights tried per member
@@ -74,120 +71,57 @@ DEFAULT_BLEND_RULE = AUTO
 SHRINKAGE = 0.5  # "shrink": how far the searched weights move toward equal weights
 
 
-@dataclass
-class Member:
-    """One experiment's OOF over the whole training set, sorted by image id."""
-
-    exp: str
-    cfg: Config
-    oof: OOF
-
-
 def tta_label(tta: str) -> str:
     """A file-name-safe label of a TTA spec: 'none', 'hflip', 'hflip+scale0.75'."""
     views = parse_tta(tta)[1:]
     return "+".join(views) if views else "none"
 
 
-def check_complete(exp: str, ids: list[str], expected: list[str]) -> None:
-    """Every training image exactly once across the folds; otherwise name the culprits."""
-    counts = Counter(ids)
-    duplicated = sorted(i for i, c in counts.items() if c > 1)
-    missing = sorted(set(expected) - set(counts))
-    unknown = sorted(set(counts) - set(expected))
-    if duplicated or missing or unknown:
-        problems = [
-            f"{label} {len(found)} ({', '.join(found[:8])}{', ...' if len(found) > 8 else ''})"
-            for label, found in (("missing", missing), ("duplicated", duplicated), ("unknown", unknown))
-            if found
-        ]
-        raise PipelineError(f"OOF of experiment {exp!r} is not one prediction per training image: {'; '.join(problems)}")
+def load_member(exp: str, runs_dir: str | Path, tta: str = "none") -> ExperimentOOF:
+    """The experiment's whole OOF under the TTA `tta` (store/tta_oof.load_experiment_oof)."""
+    return load_experiment_oof(exp, runs_dir, parse_tta(tta), tta_label(tta))
 
 
-def load_member(exp: str, runs_dir: str | Path, tta: str = "none") -> Member:
-    cfg = experiment_config(exp, runs_dir)
-    paths = ExperimentPaths.of(cfg)
-    layout = CarvanaLayout(cfg.data.root)
-    views, label = parse_tta(tta), tta_label(tta)
-    parts = []
-    for fold in range(cfg.data.folds):
-        if not paths.oof_npz(fold).is_file():
-            raise PipelineError(f"experiment {exp!r}: {paths.oof_npz(fold)} is missing (fold {fold} not trained)")
-        parts.append(OOF.load(paths.oof_npz(fold)) if label == "none" else oof_with_tta(cfg, fold, views, label))
-    ids = np.concatenate([p.ids for p in parts])
-    check_complete(exp, ids.tolist(), read_folds(cfg.data.folds_path, layout, cfg.data.folds)["img"].tolist())
-    order = np.argsort(ids)
-    merged = OOF(ids[order], np.concatenate([p.probs for p in parts])[order], np.concatenate([p.original_sizes for p in parts])[order])
-    return Member(exp, cfg, merged)
-
-
-def draft_recipe(members: list[Member], weights: list[float], runs_dir: str | Path, tta: str, name: str) -> Recipe:
+def draft_recipe(members: list[ExperimentOOF], weights: list[float], runs_dir: str | Path, tta: str, name: str) -> Recipe:
     """The recipe before tuning: the blend only (threshold 0.5, no refinement, no post-processing)."""
     return Recipe(
         name=name,
-        members=tuple(RecipeMember(m.exp, str(runs_dir), float(w), m.cfg.data.folds) for m, w in zip(members, weights)),
+        members=tuple(Member(m.exp, str(runs_dir), float(w), m.cfg.data.folds) for m, w in zip(members, weights)),
         data_root=members[0].cfg.data.root,
         tta=tta,
     )
 
 
-def member_maps(members: list[Member], indices: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+def member_maps(members: list[ExperimentOOF], indices: np.ndarray, device: torch.device) -> list[torch.Tensor]:
     """Each member's OOF maps of the images `indices`, on `device`."""
     return [torch.from_numpy(m.oof.probs[indices]).to(device, non_blocking=True) for m in members]
 
 
-def recipe_histograms(recipe: Recipe, members: list[Member], layout: CarvanaLayout, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def recipe_histograms(recipe: Recipe, members: list[ExperimentOOF], layout: CarvanaLayout, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Per-image level histograms at original size of the recipe's levels (before its threshold)."""
-
-    def levels(indices: np.ndarray, size: tuple[int, int], guide: torch.Tensor | None) -> torch.Tensor:
-        return probability_levels(recipe, member_maps(members, indices, device), size, guide)
-
-    return original_size_histograms(members[0].oof, layout, levels, with_guides=recipe.refine is not None, device=device)
+    return oof_histograms(recipe, [m.oof for m in members], layout, device)
 
 
-def member_histograms(member: Member, tta: str = "none", device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+def member_histograms(member: ExperimentOOF, tta: str = "none", device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One experiment's original-resolution level histograms, cached in oof/<exp>/ (keyed by the OOF's content)."""
     key = hashlib.sha1(member.oof.probs.tobytes()).hexdigest()
-    path = ExperimentPaths.of(member.cfg).oof_dir / f"hist.{tta_label(tta)}.npz"
+    path = ExperimentPaths.of(member.cfg).histograms_npz(tta_label(tta))
     if path.is_file():
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["key"]) == key:
                 return saved["positive"], saved["negative"]
     recipe = draft_recipe([member], [1.0], "", tta, member.exp)
-    positive, negative = recipe_histograms(recipe, [member], CarvanaLayout(member.cfg.data.root), device or default_device())
+    positive, negative = recipe_histograms(recipe, [member], open_layout(member.cfg.data), device or default_device())
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, key=key, positive=positive, negative=negative)
     return positive, negative
-
-
-def threshold_scores(positive: np.ndarray, negative: np.ndarray) -> dict:
-    """CV Dice at 0.5 and at the best of the 256 levels, from per-image histograms."""
-    per_image = dice_by_level(positive, negative)
-    mean = per_image.mean(axis=0)
-    best = int(np.argmax(mean))
-    return {
-        "dice_at_0.5": float(mean[HALF]),
-        "threshold": best / 255,
-        "threshold_level": best,
-        "dice_at_threshold": float(mean[best]),
-    }
-
-
-def nested_threshold_dice(per_level: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
-    """Per-image Dice when each fold's level is the best mean Dice over the other folds' images."""
-    dice, chosen = np.empty(len(per_level)), {}
-    for fold in np.unique(folds):
-        held_out = folds == fold
-        chosen[int(fold)] = int(per_level[~held_out].mean(axis=0).argmax())
-        dice[held_out] = per_level[held_out, chosen[int(fold)]]
-    return dice, chosen
 
 
 POSTPROCESS_SUBSETS = [s for r in range(len(POSTPROCESS) + 1) for s in itertools.combinations(POSTPROCESS, r)]
 
 
 def postprocess_scores(
-    recipe: Recipe, members: list[Member], layout: CarvanaLayout, device: torch.device, subsets: list[tuple[str, ...]] = POSTPROCESS_SUBSETS
+    recipe: Recipe, members: list[ExperimentOOF], layout: CarvanaLayout, device: torch.device, subsets: list[tuple[str, ...]] = POSTPROCESS_SUBSETS
 ) -> dict[tuple[str, ...], np.ndarray]:
     """Per-image Dice at original size of the recipe's masks under each subset of post-processing steps, one pass."""
     variants = [recipe.replace(postprocess=s) for s in subsets]
@@ -204,15 +138,26 @@ def postprocess_scores(
     return {s: rows[:, k] for k, s in enumerate(subsets)}
 
 
-def image_folds(member: Member) -> np.ndarray:
+def image_folds(member: ExperimentOOF) -> np.ndarray:
     """The fold of each of the member's OOF images (its folds file), in the OOF's order."""
-    fold_of = read_folds(member.cfg.data.folds_path, CarvanaLayout(member.cfg.data.root), member.cfg.data.folds).set_index("img")["fold"]
-    return fold_of.loc[[str(i) for i in member.oof.ids]].to_numpy()
+    return member_folds(member)["fold"].to_numpy()
+
+
+def member_folds(member: ExperimentOOF) -> pd.DataFrame:
+    """The member's folds table (img, car, fold) in the order of its OOF images."""
+    table = read_folds(member.cfg.data.folds_path, open_layout(member.cfg.data), member.cfg.data.folds).set_index("img")
+    return table.loc[[str(i) for i in member.oof.ids]]
 
 
 def image_cars(ids: np.ndarray) -> np.ndarray:
-    """The car of each image id: the group the intervals over cars resample."""
+    """The car of each Carvana image id (`<car>_<NN>`)."""
     return np.array([split_id(str(i))[0] for i in ids])
+
+
+def oof_groups(member: ExperimentOOF) -> np.ndarray:
+    """The group of each of the member's OOF images (its car, or what `data.groups` made it, as
+    the folds file records it): what the intervals over cars resample."""
+    return member_folds(member)["car"].to_numpy(dtype=str)
 
 
 class Candidates:
@@ -221,10 +166,10 @@ class Candidates:
     original size, and its Dice under each post-processing subset. Each is computed once, on
     first use; a tuning restricted to some images selects on their rows only."""
 
-    def __init__(self, members: list[Member], runs_dir: str | Path, tta: str, device: torch.device):
+    def __init__(self, members: list[ExperimentOOF], runs_dir: str | Path, tta: str, device: torch.device):
         self.members, self.runs_dir, self.tta, self.device = members, runs_dir, tta, device
-        self.layout = CarvanaLayout(members[0].cfg.data.root)
-        self.folds, self.cars = image_folds(members[0]), image_cars(members[0].oof.ids)
+        self.layout = open_layout(members[0].cfg.data)
+        self.folds, self.cars = image_folds(members[0]), oof_groups(members[0])
         self._blends: dict[tuple[float, ...], np.ndarray] = {}
         self._histograms: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._postprocess: dict[tuple, dict[tuple[str, ...], np.ndarray]] = {}

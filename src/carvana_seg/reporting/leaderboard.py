@@ -3,7 +3,7 @@ its difference from a baseline with a paired bootstrap interval, so "A beats B" 
 with error bars rather than a guess from the fourth decimal.
 
 Models are compared at thresholds tuned out of fold (each fold's threshold is the best on the
-other folds, `tune.nested_threshold_dice`): a threshold tuned on the very images it is scored
+other folds, `ops.metrics.nested_threshold_dice`): a threshold tuned on the very images it is scored
 on rewards a fragile, badly calibrated model, whose best threshold moves from fold to fold,
 with a gain that does not carry to the test set. Beside the interval stand the folds' spread
 and the folds that look unstable (`UNSTABLE_FOLD_GAP`).
@@ -30,17 +30,15 @@ import torch  # noqa: E402
 from carvana_seg.config import Config  # noqa: E402
 from carvana_seg.ops.bootstrap import BOOTSTRAP_SAMPLES, paired_bootstrap  # noqa: E402  (re-exported)
 from carvana_seg.store.experiment import experiment_config  # noqa: E402
-from carvana_seg.ops.metrics import dice_by_level  # noqa: E402
+from carvana_seg.ops.metrics import dice_by_level, nested_threshold_dice, threshold_scores  # noqa: E402
 from carvana_seg.store.paths import ExperimentPaths  # noqa: E402
 from carvana_seg.errors import PipelineError  # noqa: E402
 from carvana_seg.recipe.tune import (  # noqa: E402
-    image_cars,
+    oof_groups,
     image_folds,
     load_member,
     member_histograms,
-    nested_threshold_dice,
     per_image_path,
-    threshold_scores,
     tta_label,
 )
 from carvana_seg.io_utils import atomic_path, atomic_write_text  # noqa: E402
@@ -58,10 +56,10 @@ RANKED_BY = "cv_dice_oof_thr"  # CV at out-of-fold thresholds: the column the ta
 
 
 def gflops(cfg: Config) -> float:
-    height, width = cfg.data.hw
+    height, width = cfg.data.size
     model = build_model(cfg.model).eval()
     with torch.no_grad():
-        return forward_flops(model, (1, cfg.model.in_channels, height, width)) / 1e9
+        return forward_flops(model, (1, cfg.model.channels, height, width)) / 1e9
 
 
 def unstable_folds(folds: list[dict], gap: float = UNSTABLE_FOLD_GAP) -> list[str]:
@@ -106,7 +104,7 @@ def board_recipes(runs_dir: Path, names: list[str], submissions_dir: Path, given
     paths = [Path(p) for p in given] if given else sorted(submissions_dir.glob("*.recipe.json"))
     ranked, notes = [], []
     for path in paths:
-        recipe = Recipe.read(path)  # its members' runs are not required (another board's may be gone)
+        recipe = Recipe.load(path)  # the file only: its members' runs are not required (another board's may be gone)
         outside = [m.exp for m in recipe.members if m.exp not in names or Path(m.runs_dir).resolve() != runs_dir.resolve()]
         if outside and given:
             raise PipelineError(
@@ -176,12 +174,22 @@ def missing_folds(exp: str, runs_dir: Path) -> list[int]:
     return [k for k in range(cfg.data.folds) if not paths.oof_json(k).is_file()]
 
 
+def empty_split(positive: np.ndarray, per_image: np.ndarray) -> dict:
+    """Where some masks are empty: the ranked per-image Dice on the images with an empty mask and
+    on the others, apart (an empty prediction of an empty mask scores 1, so the mean alone can
+    hide a model that finds nothing); nothing when no mask is empty, so such a board keeps its columns."""
+    empty = positive.sum(axis=1) == 0
+    if not empty.any():
+        return {}
+    return {"dice_empty": float(per_image[empty].mean()), "dice_non_empty": float(per_image[~empty].mean()) if (~empty).any() else float("nan")}
+
+
 def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
     """One leaderboard row plus the per-image Dice (at out-of-fold thresholds) behind it."""
     member = load_member(exp, runs_dir)
     positive, negative = member_histograms(member)
     plain = threshold_scores(positive, negative)
-    folds_of, cars = image_folds(member), image_cars(member.oof.ids)
+    folds_of, cars = image_folds(member), oof_groups(member)
     nested = out_of_fold_scores(dice_by_level(positive, negative), folds_of, cars)
     flipped = out_of_fold_scores(dice_by_level(*member_histograms(load_member(exp, runs_dir, tta), tta)), folds_of, cars)
     paths = ExperimentPaths.of(member.cfg)
@@ -193,7 +201,7 @@ def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
             "model": describe_model(member.cfg),
             "params_M": folds[0]["parameters"] / 1e6,
             "GFLOPs": gflops(member.cfg),
-            "size": member.cfg.data.size,
+            "size": str(member.cfg.data.size),
             "epochs": member.cfg.train.epochs,
             "train_img_s": float(np.mean([f["train_images_per_s"] for f in folds])),
             "wall_min": sum(f["train_seconds"] for f in folds) / 60,
@@ -207,6 +215,7 @@ def evaluate(exp: str, runs_dir: Path, tta: str) -> dict:
             "fold_std": nested["fold_std"],
             f"cv_dice_{tta}": flipped["mean"],
             "unstable": "; ".join(unstable_folds(folds)),
+            **empty_split(positive, nested["per_image"]),
         },
         "per_image": nested["per_image"],
         "fold_means": nested["fold_means"],
@@ -257,9 +266,9 @@ def build_leaderboard(
     baseline = baseline or next((n for n in names if results[n]["row"]["model"].startswith("U-Net plain")), names[0])
     recipe_results = {r.name + " (recipe)": recipe_result(path, r, results, tta) for path, r in ranked_recipes}
     base = results[baseline]
-    cars = image_cars(base["member"].oof.ids)
+    cars = oof_groups(base["member"])
     for result in results.values():
-        plot_worst(result["member"], result["per_image"], result["row"]["threshold"], ExperimentPaths.of(result["member"].cfg).oof_dir / "worst.png")
+        plot_worst(result["member"], result["per_image"], result["row"]["threshold"], ExperimentPaths.of(result["member"].cfg).worst_png)
     results |= recipe_results
     rows = [dict(result["row"], vs_baseline=vs_baseline(name, result, base, baseline, cars)) for name, result in results.items()]
     table = pd.DataFrame(rows).sort_values(RANKED_BY, ascending=False).reset_index(drop=True)
@@ -284,6 +293,11 @@ def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: i
                       ("train_img_s", ".1f"), ("wall_min", ".1f"), ("threshold", ".3f"), ("fold_std", ".5f")):
         shown[col] = shown[col].map(lambda v, spec=spec: shown_number(v, spec))
     shown["unstable"] = shown["unstable"].replace("", "-")
+    for col in ("dice_empty", "dice_non_empty"):
+        if col in shown:
+            shown[col] = shown[col].map(lambda v: shown_number(v, ".5f"))
+    empty_note = (" `dice_empty` and `dice_non_empty`: the ranked per-image Dice on the images whose mask is empty (an empty prediction "
+                  "scores 1 there) and on the others, apart." if "dice_empty" in shown else "")
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
     body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
     return (
@@ -298,7 +312,7 @@ def leaderboard_markdown(table: pd.DataFrame, baseline: str, tta: str, images: i
         f"`unstable`: a fold at 0.5 more than {UNSTABLE_FOLD_GAP} below the folds' median, or whose kept epoch validated more than "
         f"{UNSTABLE_FOLD_GAP} below its best; for a recipe, how far its folds' choices move. `vs_baseline`: difference from `{baseline}` "
         f"in per-image Dice (each row's ranked scores), on the same images, with a 95% paired bootstrap interval that resamples whole cars "
-        f"({BOOTSTRAP_SAMPLES} draws).\n\n" + header + body
+        f"({BOOTSTRAP_SAMPLES} draws).{empty_note}\n\n" + header + body
         + "".join(f"\nNot ranked, folds missing: {note}\n" for note in unfinished)
         + "".join(f"\nNot ranked: {note}\n" for note in unranked)
     )

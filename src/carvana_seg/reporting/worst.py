@@ -11,8 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from carvana_seg.store.oof import upsample_probs  # noqa: E402
-from carvana_seg.data.layout import CarvanaLayout, read_image  # noqa: E402
+import torch  # noqa: E402
+
+from carvana_seg.recipe.chain import probability_levels  # noqa: E402
+from carvana_seg.recipe.recipe import Recipe  # noqa: E402
+from carvana_seg.data.layouts import open_layout  # noqa: E402
 from carvana_seg.io_utils import atomic_path  # noqa: E402
 
 WORST_COUNT = 12
@@ -30,8 +33,10 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarra
 
 
 def plot_worst(member, per_image_dice: np.ndarray, threshold: float, path: Path, count: int = WORST_COUNT) -> None:
-    """Save a grid of the `count` lowest-Dice images, judged at original resolution."""
-    layout = CarvanaLayout(member.cfg.data.root)
+    """Save a grid of the `count` lowest-Dice images, judged at original resolution (each OOF map
+    upsampled by the experiment's one-model recipe, as its score was)."""
+    layout = open_layout(member.cfg.data)
+    recipe = Recipe.single(member.exp, member.cfg.exp.runs_dir, member.cfg.data.folds, member.cfg.data.root)
     oof = member.oof
     worst = np.argsort(per_image_dice, kind="stable")[:count]
     columns = 4
@@ -42,8 +47,9 @@ def plot_worst(member, per_image_dice: np.ndarray, threshold: float, path: Path,
         image_id = str(oof.ids[i])
         size = tuple(int(s) for s in oof.original_sizes[i])
         truth = layout.read_mask(image_id, size).astype(bool)
-        pred = upsample_probs(oof.probs[i], size) >= level
-        painted = overlay(read_image(layout.image_path(image_id)), pred, truth)
+        pred = probability_levels(recipe, [torch.from_numpy(oof.probs[i : i + 1])], size)[0].numpy() >= level
+        photo = layout.read_photo(layout.image_path(image_id))
+        painted = overlay(np.repeat(photo, 3, axis=2) if photo.shape[2] == 1 else photo, pred, truth)
         height = int(TILE_WIDTH * size[0] / size[1])
         ax.imshow(cv2.resize(painted, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA))
         ax.set_title(f"{image_id}  Dice {per_image_dice[i]:.4f}", fontsize=9)

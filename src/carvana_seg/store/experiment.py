@@ -1,7 +1,9 @@
-"""An experiment's saved config and fold models, as every later stage loads them."""
+"""An experiment's saved config and fold models, as every later stage loads them, and whether
+a recipe's members match the runs they name."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,15 +21,33 @@ def default_device() -> torch.device:
 
 def experiment_config(exp: str, runs_dir: str | Path = "runs") -> Config:
     """The resolved config an experiment was trained with (runs/<exp>/config.yaml)."""
-    path = Path(runs_dir) / exp / "config.yaml"
+    path = ExperimentPaths.runs_of(runs_dir, exp).config
     if not path.is_file():
         raise PipelineError(f"experiment {exp!r}: {path} not found (train it with scripts/train_cv.py first)")
     return read_saved_config(path)
 
 
+def member_configs(members: Sequence, source: str) -> list[Config]:
+    """The config each recipe member's runs were trained with, once every member is found to
+    match its runs: its experiment's config exists (`experiment_config`) and its fold count
+    is at most the experiment's. `members`: each with .exp, .runs_dir and .folds (a recipe's);
+    `source` names the recipe in the error. Predict, export and the leaderboard ask this
+    before they read a model or a photo, so a missing run is named first, not midway."""
+    configs = []
+    for k, member in enumerate(members):
+        cfg = experiment_config(member.exp, member.runs_dir)
+        trained = cfg.data.folds
+        if member.folds > trained:
+            raise PipelineError(
+                f"{source}: members[{k}].folds: {member.folds} is more than the {trained} folds experiment {member.exp!r} has (1..{trained})"
+            )
+        configs.append(cfg)
+    return configs
+
+
 def fold_weights(cfg: Config, fold: int) -> Path:
     """The fold's kept weights; a missing file is an error that names it."""
-    path = ExperimentPaths.of(cfg).fold_dir(fold) / "model.safetensors"
+    path = ExperimentPaths.of(cfg).weights(fold)
     if not path.is_file():
         raise PipelineError(f"{cfg.exp.name} fold {fold}: no weights at {path}")
     return path

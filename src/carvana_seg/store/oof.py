@@ -1,14 +1,16 @@
 """Out-of-fold predictions: stored at training resolution, scored at the original size.
 
 The leaderboard scores full-size masks, so OOF probabilities are upsampled to each image's
-original size before thresholding; the per-image level histograms computed there give the
-exact Dice at every threshold (see metrics.py) for tuning without another pass. Scoring
+original size (by the recipe chain, recipe/chain.py) before thresholding; the per-image level
+histograms computed there give the exact Dice at every threshold (ops/metrics.py) for tuning
+without another pass. Scoring
 runs in batches of same-size images on the maps' device; loader workers read the truth
 masks (and the photos, when a recipe refines edges) while the device works.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from carvana_seg.ops.kernels import quantize, resize_bilinear
 from carvana_seg.ops.metrics import batch_level_histograms
-from carvana_seg.data.photos import read_grey, same_size_batches
+from carvana_seg.data.photos import same_size_batches
 from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.config import Config
+from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_path
 
 SCORE_BATCH = 8  # images per scoring batch (a 1918x1280 batch of 8 is ~100 MB of float maps)
@@ -45,16 +48,30 @@ class OOF:
             return cls(data["ids"], data["probs"], data["original_sizes"])
 
 
-def upsample_levels(levels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) uint8 levels -> (B, H, W) uint8 levels, bilinear."""
-    if tuple(levels.shape[-2:]) == tuple(size):
-        return levels
-    return quantize(resize_bilinear(levels, size))
+@dataclass
+class ExperimentOOF:
+    """One experiment's OOF over the whole training set, sorted by image id, with the config
+    that trained it: what tuning blends and the leaderboard ranks. Not a recipe member (that
+    is a name, a weight and a fold count: recipe/recipe.Member); this is the data behind one."""
+
+    exp: str
+    cfg: Config
+    oof: OOF
 
 
-def upsample_probs(prob_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One image's uint8 levels resized to (height, width): `upsample_levels` for numpy callers."""
-    return upsample_levels(torch.from_numpy(np.ascontiguousarray(prob_u8))[None], size)[0].numpy()
+def check_complete(exp: str, ids: list[str], expected: list[str]) -> None:
+    """Every training image exactly once across the folds; otherwise name the culprits."""
+    counts = Counter(ids)
+    duplicated = sorted(i for i, c in counts.items() if c > 1)
+    missing = sorted(set(expected) - set(counts))
+    unknown = sorted(set(counts) - set(expected))
+    if duplicated or missing or unknown:
+        problems = [
+            f"{label} {len(found)} ({', '.join(found[:8])}{', ...' if len(found) > 8 else ''})"
+            for label, found in (("missing", missing), ("duplicated", duplicated), ("unknown", unknown))
+            if found
+        ]
+        raise PipelineError(f"OOF of experiment {exp!r} is not one prediction per training image: {'; '.join(problems)}")
 
 
 # (indices of one same-size batch, its original size, its grey photos or None) -> (B, H, W) uint8 levels
@@ -72,7 +89,7 @@ class _TruthAndGuides(Dataset):
         image_id, size = str(self.oof.ids[i]), tuple(int(v) for v in self.oof.original_sizes[i])
         item = {"i": i, "truth": torch.from_numpy(np.require(self.layout.read_mask(image_id, size), requirements=["C", "W"]))}
         if self.with_guides:
-            item["guide"] = torch.from_numpy(read_grey(self.layout.image_path(image_id)))
+            item["guide"] = torch.from_numpy(self.layout.read_guide(self.layout.image_path(image_id)))
         return item
 
 
@@ -93,16 +110,14 @@ def original_size_batches(
 
 
 def original_size_histograms(
-    oof: OOF, layout: CarvanaLayout, levels_fn: LevelsFn | None = None, with_guides: bool = False, device: torch.device | None = None, workers: int = 2
+    oof: OOF, layout: CarvanaLayout, levels_fn: LevelsFn, with_guides: bool = False, device: torch.device | None = None, workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-image (positive, negative) level histograms at original resolution: (N, 256) each.
 
-    `levels_fn` gives a batch's levels at its original size (default: the OOF maps upsampled).
+    `levels_fn` gives a batch's levels at its original size: the recipe chain's
+    (recipe/chain.oof_histograms), the one way OOF maps reach the photos' size.
     """
     device = device or torch.device("cpu")
-    if levels_fn is None:
-        def levels_fn(indices, size, guide):
-            return upsample_levels(torch.from_numpy(oof.probs[indices]).to(device), size)
     positive = np.zeros((len(oof.ids), 256), dtype=np.int64)
     negative = np.zeros_like(positive)
     for indices, size, truth, guide in original_size_batches(oof, layout, with_guides, device, workers=workers):

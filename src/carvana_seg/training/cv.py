@@ -15,6 +15,7 @@ import pandas as pd
 from carvana_seg.config import Config
 from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.training.session import process_accelerator
+from carvana_seg.data.layouts import with_data_channels
 from carvana_seg.training.trainer import check_inputs, train_fold
 
 
@@ -25,10 +26,12 @@ def fold_list(cfg: Config, folds: list[int] | None) -> list[int]:
 def train_experiments(cfgs: list[Config], folds: list[int] | None = None) -> pd.DataFrame:
     """Train the given folds (default: all) of each config; returns one row of scores per fold
     on the main process, an empty table on the others."""
+    resolved = []
     for cfg in cfgs:  # every input of every experiment first: a bad one claims no name
-        check_inputs(cfg, fold_list(cfg, folds))
+        layout, _ = check_inputs(cfg, fold_list(cfg, folds))
+        resolved.append(with_data_channels(cfg, layout))  # the input channels, as train_fold claims them
         accelerator = process_accelerator(cfg)  # and one precision for all of them
-    rows = []
+    cfgs, rows = resolved, []
     for cfg in cfgs:
         paths = ExperimentPaths.of(cfg)
         paths.claim(cfg)  # a changed config must not be skipped as "finished"

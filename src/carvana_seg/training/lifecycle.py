@@ -38,10 +38,10 @@ from carvana_seg.config import Config
 from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.errors import PipelineError
 from carvana_seg.locks import exclusive_lock
+from carvana_seg.training.fold_task import STOP_WITH_PARENT  # set for a fold's process by its Ray task
 from carvana_seg.training.resume import check_saved_state
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-STOP_WITH_PARENT = "CARVANA_SEG_PARENT_PID"  # set by train_cv.py --parallel for its children
 LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION", STOP_WITH_PARENT)  # what accelerate / torchrun set
 PR_SET_PDEATHSIG = 1
 
@@ -76,6 +76,14 @@ def exit_stopped(stop: Interrupted, resume: str) -> NoReturn:
     if int(os.environ.get("RANK", "0")) == 0:
         print(stop.line(resume), file=sys.stderr)
     sys.exit(stop.exit_code)
+
+
+def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
+    """`err` as the `Interrupted` of the stop signal received: a library that checks for signals
+    itself (Ray's ray.wait) raises a plain KeyboardInterrupt in place of the handler's."""
+    if isinstance(err, Interrupted):
+        return err
+    return Interrupted(_received[0] if _received else signal.SIGINT)
 
 
 def _on_signal(signum: int, frame) -> None:

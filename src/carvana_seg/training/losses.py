@@ -28,8 +28,6 @@ LOSSES = {
     "focal": lambda: smp.losses.FocalLoss(smp.losses.BINARY_MODE),
 }
 
-SOFT_TARGET_LOSSES = ("bce_dice", "bce")  # well defined for targets between 0 and 1 (data.soft_masks)
-
 
 def build_loss(name: str) -> nn.Module:
     if name not in LOSSES:

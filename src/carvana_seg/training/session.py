@@ -20,6 +20,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import ProjectConfiguration, TorchDynamoPlugin
 
 from carvana_seg.config import Config, ConfigError
+from carvana_seg.store.paths import ExperimentPaths
 from carvana_seg.training.tracking import build_trackers
 
 _ACCELERATOR: Accelerator | None = None
@@ -52,7 +53,7 @@ def begin_fold(accelerator: Accelerator, cfg: Config, fold: int, fold_dir: Path,
     """Free what the previous fold prepared and start this fold's trackers in its own folder."""
     accelerator.free_memory()
     accelerator.project_configuration = ProjectConfiguration(project_dir=str(fold_dir))
-    accelerator.log_with = build_trackers(cfg.train.trackers, fold_dir, keep_through_step)
+    accelerator.log_with = build_trackers(cfg.train.trackers, ExperimentPaths.of(cfg).metrics_csv(fold), keep_through_step)
     accelerator.trackers = []
     accelerator.init_trackers(f"{cfg.exp.name}-fold{fold}", config={"fold": fold, "exp": cfg.exp.name})
 

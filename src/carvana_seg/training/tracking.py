@@ -60,14 +60,15 @@ def check_trackers(names: str) -> list[str]:
     return optional
 
 
-def build_trackers(names: str, fold_dir: Path, keep_through_step: int) -> list:
-    """`csv` always; the others by name when their package is installed (an error otherwise)."""
-    trackers: list = [CSVTracker(fold_dir / "metrics.csv", keep_through_step)]
+def build_trackers(names: str, metrics_csv: Path, keep_through_step: int) -> list:
+    """`csv` always (into `metrics_csv`, runs/<exp>/fold<k>/metrics.csv); the others by name when
+    their package is installed (an error otherwise)."""
+    trackers: list = [CSVTracker(metrics_csv, keep_through_step)]
     for name in check_trackers(names):
         if name == "wandb":
             os.environ.setdefault("WANDB_MODE", "offline")
         if name == "mlflow":
-            os.environ.setdefault("MLFLOW_TRACKING_URI", f"file:{fold_dir.parent.parent / 'mlruns'}")
+            os.environ.setdefault("MLFLOW_TRACKING_URI", f"file:{metrics_csv.parent.parent.parent / 'mlruns'}")  # runs/mlruns
         trackers.append(name)
     return trackers
 

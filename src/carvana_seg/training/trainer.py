@@ -31,21 +31,24 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from carvana_seg.config import KEEP_CHOICES, Config, ConfigError
+from carvana_seg.config import SCHEDULE_CHOICES, Config, ConfigError
 from carvana_seg.ops.metrics import HALF, dice_by_level, dice_per_image
-from carvana_seg.store.oof import OOF, original_size_histograms
+from carvana_seg.store.oof import OOF
 from carvana_seg.store.paths import ExperimentPaths
+from carvana_seg.recipe.chain import oof_histograms
+from carvana_seg.recipe.recipe import Recipe
 from carvana_seg.models.tta import predict_probs, to_levels
 from carvana_seg.data.dataset import SegmentationDataset
 from carvana_seg.data.folds import read_folds
 from carvana_seg.data.layout import CarvanaLayout
+from carvana_seg.data.layouts import open_layout, with_data_channels
 from carvana_seg.data.sources import CachedSource, DecodedSource, build_cache, covered
 from carvana_seg.errors import PipelineError
 from carvana_seg.io_utils import atomic_write_text
 from carvana_seg.models import build_model, check_encoder_weights, save_checkpoint
 from carvana_seg.models.describe import describe_model
 from carvana_seg.models.stats import count_parameters
-from carvana_seg.training.losses import SOFT_TARGET_LOSSES, build_loss
+from carvana_seg.training.losses import build_loss
 from carvana_seg.training.progress import write_progress
 from carvana_seg.training.lifecycle import Interrupted, fold_writer, raise_if_stopped
 from carvana_seg.training.resume import TrainerState, load_resume_state, save_resume_state
@@ -68,25 +71,12 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
         start, end = 1 / ONECYCLE_START_DIV, 1 / ONECYCLE_END_DIV
     elif schedule == "cosine":
         start, end = 0.0, 0.0
-    else:
-        raise ConfigError(f"train.schedule: unknown schedule {schedule!r}; available: cosine, onecycle")
+    else:  # a loaded config holds one of SCHEDULE_CHOICES (config.validate)
+        raise ValueError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULE_CHOICES)}")
     if step < warmup_steps:
         return start + (1 - start) * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def check_settings(cfg: Config) -> None:
-    """Fail before training on settings that cannot work together."""
-    if cfg.train.keep not in KEEP_CHOICES:
-        raise ConfigError(f"train.keep: {cfg.train.keep!r} is not one of {', '.join(KEEP_CHOICES)}")
-    if cfg.train.val_every < 1:
-        raise ConfigError(f"train.val_every: must be >= 1, got {cfg.train.val_every}")
-    if cfg.train.early_stop and cfg.train.keep != "best":
-        raise ConfigError("train.early_stop needs train.keep=best: a run that stops early has no last epoch to keep")
-    if cfg.data.soft_masks and cfg.train.loss not in SOFT_TARGET_LOSSES:
-        raise ConfigError(f"data.soft_masks needs a loss that takes soft targets ({', '.join(SOFT_TARGET_LOSSES)}), not {cfg.train.loss!r}")
-    check_trackers(cfg.train.trackers)
 
 
 def check_inputs(cfg: Config, folds: Iterable[int]) -> tuple[CarvanaLayout, pd.DataFrame]:
@@ -95,12 +85,12 @@ def check_inputs(cfg: Config, folds: Iterable[int]) -> tuple[CarvanaLayout, pd.D
     A run that fails here must not have claimed its experiment name (runs/<exp>/config.yaml)
     or made a fold folder: the corrected rerun under the same name would be refused.
     """
-    check_settings(cfg)
+    check_trackers(cfg.train.trackers)  # installed here: what loading the config (config.validate) cannot know
     for fold in folds:
         if not 0 <= fold < cfg.data.folds:
             raise ConfigError(f"--fold {fold}: must be in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})")
     check_encoder_weights(cfg.model)
-    layout = CarvanaLayout(cfg.data.root)
+    layout = open_layout(cfg.data)
     table = read_folds(cfg.data.folds_path, layout, cfg.data.folds)
     layout.check_train(table["img"].tolist())  # every photo's and mask's header
     return layout, table
@@ -114,8 +104,8 @@ def dataset_source(cfg: Config, layout: CarvanaLayout, folds: pd.DataFrame) -> C
     """
     ids = folds["img"].tolist()
     if cfg.data.use_cache:
-        return build_cache(layout, ids, cfg.data.hw, cfg.data.cache_dir, workers=max(1, cfg.data.num_workers))
-    return DecodedSource(layout, ids, cfg.data.hw)
+        return build_cache(layout, ids, cfg.data.size, cfg.data.cache_dir, workers=max(1, cfg.data.num_workers))
+    return DecodedSource(layout, ids, cfg.data.size)
 
 
 def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +136,7 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, stop_after_epoch: i
     if resume and restart:
         raise PipelineError("--resume and --restart exclude each other: continue the saved state, or start the fold over")
     layout, folds = check_inputs(cfg, [fold])  # before anything is written
+    cfg = with_data_channels(cfg, layout)  # the saved config holds the network's input channels
     paths = ExperimentPaths.of(cfg)
     accelerator = process_accelerator(cfg)
     set_seed(cfg.train.seed)
@@ -411,13 +402,13 @@ def _keep_if_chosen(parts: _FoldParts, state: TrainerState, epoch: int, val_dice
 def _record_epoch(parts: _FoldParts, state: TrainerState, epoch: int, row: dict, report: str) -> None:
     """The epoch is done: its row into the history and trackers, its line, the learning curve and
     the resumable state."""
-    cfg, accelerator, fold_dir = parts.cfg, parts.accelerator, parts.paths.fold_dir(parts.fold)
+    cfg, accelerator = parts.cfg, parts.accelerator
     state.epoch = epoch
     state.history.append(row)
     accelerator.log(row, step=epoch)
     accelerator.print(f"epoch {epoch}/{cfg.train.epochs}  loss {row['train_loss']:.4f}{report}  {row['images_per_s']:.1f} img/s")
     if accelerator.is_main_process:
-        plot_learning_curve(fold_dir / "metrics.csv", fold_dir / "learning_curve.png", f"{cfg.exp.name} fold {parts.fold}")
+        plot_learning_curve(parts.paths.metrics_csv(parts.fold), parts.paths.learning_curve(parts.fold), f"{cfg.exp.name} fold {parts.fold}")
     save_resume_state(accelerator, state, parts.paths.state_dir(parts.fold), parts.ema)
 
 
@@ -446,10 +437,12 @@ def _finish(parts: _FoldParts, layout: CarvanaLayout, state: TrainerState, sessi
 
 
 def score_fold(cfg: Config, fold: int, layout: CarvanaLayout, state: TrainerState, n_params: int, processes: int) -> dict:
-    """Score the kept epoch's OOF at original resolution and write oof/<exp>/fold<k>.json."""
+    """Score the kept epoch's OOF at original resolution and write oof/<exp>/fold<k>.json: the
+    experiment's one-model recipe applied by the chain tuning and prediction use (recipe/chain.py)."""
     paths = ExperimentPaths.of(cfg)
     oof = OOF.load(paths.oof_npz(fold))
-    positive, negative = original_size_histograms(oof, layout, workers=max(1, cfg.data.num_workers))
+    recipe = Recipe.single(cfg.exp.name, cfg.exp.runs_dir, cfg.data.folds, cfg.data.root)
+    positive, negative = oof_histograms(recipe, [oof], layout, workers=max(1, cfg.data.num_workers))
     scores = {
         "exp": cfg.exp.name,
         "fold": fold,
