@@ -29,7 +29,7 @@ FLOORS = {
 }  # fmt: skip
 # Imports between different units of one floor, (importer, imported): the only ones allowed.
 SIBLINGS = {
-    ("io_utils", "errors"), ("names", "errors"), ("locks", "errors"), ("locks", "io_utils"),
+    ("names", "errors"), ("locks", "errors"),
     ("training", "recipe"),
 }  # fmt: skip
 OPS_MAY_IMPORT = {"errors", "ops"}
