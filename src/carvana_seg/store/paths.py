@@ -5,7 +5,8 @@ in the package spells these names.
     runs/<exp>/config.yaml                  the resolved config that made everything below
     runs/<exp>/fold<k>/model.safetensors    kept weights (+ config; last or best epoch, train.keep)
     runs/<exp>/fold<k>/model.onnx           the weights as ONNX, in an exported bundle (inference/onnx_backend.py)
-    runs/<exp>/fold<k>/metrics.csv, learning_curve.png, train.log (train_cv.py --parallel)
+    runs/<exp>/fold<k>/metrics.csv, learning_curve.png, train.log (a fold run as a task: --parallel, --ray)
+    runs/<exp>/fold<k>/run.json, progress.json   what produced the fold; its progress while it trains
     runs/<exp>/fold<k>/.lock                held by the process training the fold (one writer per fold)
     runs/<exp>/fold<k>/state/               accelerate state for --resume (latest.json points at it); gone once the fold finishes (train.keep_state)
     oof/<exp>/fold<k>.npz, fold<k>.json     the fold's validation probabilities and scores
@@ -25,7 +26,9 @@ from carvana_seg.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 FOLD_LOCK = ".lock"  # in a fold folder: held (locks.exclusive_lock) by the one process training it
 ONNX_NAME = "model.onnx"  # beside the fold's weights
 STATE_DIR = "state"  # in a fold folder: the resumable training state
-TRAIN_LOG = "train.log"  # in a fold folder: the output of its process under train_cv.py --parallel
+TRAIN_LOG = "train.log"  # in a fold folder: the output of its process when it runs as a task (--parallel, --ray)
+RUN_JSON = "run.json"  # in a fold folder: what produced it (training/runinfo.py)
+PROGRESS_JSON = "progress.json"  # in a fold folder: rewritten after each epoch while it trains (training/progress.py)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ class ExperimentPaths:
 
     def train_log(self, fold: int) -> Path:
         return self.fold_dir(fold) / TRAIN_LOG
+
+    def run_json(self, fold: int) -> Path:
+        return self.fold_dir(fold) / RUN_JSON
+
+    def progress_json(self, fold: int) -> Path:
+        return self.fold_dir(fold) / PROGRESS_JSON
 
     def state_dir(self, fold: int) -> Path:
         return self.fold_dir(fold) / STATE_DIR

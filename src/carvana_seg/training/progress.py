@@ -1,6 +1,6 @@
 """`runs/<exp>/fold<k>/progress.json`: one small file a running fold rewrites after each epoch.
 
-`train_cv.py --parallel` reads it to print each fold's line (epoch, last validation Dice,
+`train_cv.py --parallel` / `--ray` reads it to print each fold's line (epoch, last validation Dice,
 images/s, ETA) without parsing logs; it is written atomically, so a reader never sees half.
 """
 
@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 from carvana_seg.io_utils import atomic_write_text
-
-PROGRESS_JSON = "progress.json"
+from carvana_seg.store.paths import PROGRESS_JSON
 
 
 def write_progress(fold_dir: Path, **fields) -> None:

@@ -22,8 +22,8 @@ import accelerate
 import torch
 
 from carvana_seg.io_utils import atomic_write_text
+from carvana_seg.store.paths import RUN_JSON
 
-RUN_JSON = "run.json"
 GIT_TIMEOUT_S = 5
 
 
