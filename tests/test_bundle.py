@@ -101,12 +101,17 @@ def test_a_tampered_bundle_is_refused_naming_the_file(bundle, tmp_path, how, nam
     assert message.startswith(f"{copy / named}: {problem}") and "\n" not in message, message
 
 
-def test_a_tampered_bundle_is_one_line_from_predict(bundle, trained, tmp_path):
-    copy = tamper(Path(shutil.copytree(bundle, tmp_path / "blend")), "changed weights")
-    done = subprocess.run(
+def predict_from_bundle(copy: Path, trained: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`predict.py --bundle COPY` on the trained data, as a user types it, writing tmp_path/s.csv."""
+    return subprocess.run(
         [sys.executable, "scripts/predict.py", "--bundle", str(copy), f"data.root={trained / 'data'}", "--out", str(tmp_path / "s.csv")],
         cwd=REPO, env=ENV, capture_output=True, text=True, check=False,
     )
+
+
+def test_a_tampered_bundle_is_one_line_from_predict(bundle, trained, tmp_path):
+    copy = tamper(Path(shutil.copytree(bundle, tmp_path / "blend")), "changed weights")
+    done = predict_from_bundle(copy, trained, tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"error: {copy / 'runs/plain/fold1/model.safetensors'}: does not match {copy / 'manifest.json'} (changed since export)"
     assert not (tmp_path / "s.csv").exists()
@@ -185,10 +190,7 @@ def test_a_recipe_member_outside_the_manifest_is_refused_even_when_the_manifest_
     )
     assert str(err.value) == expected
     if str(value).startswith("/"):  # and from the command line: one line, exit 1, no submission
-        done = subprocess.run(
-            [sys.executable, "scripts/predict.py", "--bundle", str(copy), f"data.root={trained / 'data'}", "--out", str(tmp_path / "s.csv")],
-            cwd=REPO, env=ENV, capture_output=True, text=True, check=False,
-        )
+        done = predict_from_bundle(copy, trained, tmp_path)
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [f"error: {expected}"], done.stderr
     assert tree(tmp_path) == before
 
@@ -239,10 +241,7 @@ def test_a_malformed_manifest_is_one_line(bundle, trained, tmp_path, how, proble
     message = str(err.value)
     assert message.startswith(f"{manifest_path}: {problem}") and "\n" not in message, message
     if how == "files null":
-        done = subprocess.run(
-            [sys.executable, "scripts/predict.py", "--bundle", str(copy), f"data.root={trained / 'data'}", "--out", str(tmp_path / "s.csv")],
-            cwd=REPO, env=ENV, capture_output=True, text=True, check=False,
-        )
+        done = predict_from_bundle(copy, trained, tmp_path)
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [f"error: {message}"], done.stderr
     assert tree(tmp_path) == before
 

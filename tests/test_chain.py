@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from carvana_seg.ops import kernels
-from carvana_seg.data.photos import read_grey
+from carvana_seg.data.layout import read_grey
 from carvana_seg.ops.metrics import dice_per_image
 from carvana_seg.recipe.chain import finish, guided_filter, probability_levels, threshold, thresholded_runs
 from carvana_seg.recipe.recipe import Member, Recipe, Refine

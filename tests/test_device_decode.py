@@ -25,7 +25,7 @@ from PIL import Image
 from carvana_seg.data import device_photos
 from carvana_seg.ops import kernels
 from carvana_seg.ops.metrics import dice_per_image
-from carvana_seg.data.photos import read_grey
+from carvana_seg.data.layout import read_grey
 from carvana_seg.data.layout import CarvanaLayout, DataError, read_image
 from carvana_seg.errors import PipelineError
 from carvana_seg.inference import submit

@@ -24,6 +24,7 @@ GREY_MEAN, GREY_STD = 0.449, 0.226  # ImageNet's mean and std averaged over RGB,
 class ResizedSource(Protocol):
     ids: list[str]
     hw: tuple[int, int]
+    channels: int  # 1 grey, 3 RGB
 
     def __len__(self) -> int: ...
     def original_size(self, index: int) -> tuple[int, int]: ...
@@ -79,7 +80,7 @@ class SegmentationDataset(Dataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.train = train
         self.soft_masks = soft_masks
-        self.transform = build_transform(train, darken_floor, soft_masks, getattr(source, "channels", 3))
+        self.transform = build_transform(train, darken_floor, soft_masks, source.channels)
         self.seed = seed
         self.epoch = 0
 

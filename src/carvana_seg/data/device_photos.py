@@ -15,7 +15,7 @@ size above half the photo's, e.g. the GPU configs' 640x960 of a 1918x1280 photo)
 agree to rounding (at most 1 level); below it they differ by what DCT scaling does to edges
 (about 1 level on average on real photos: `tests/test_device_decode.py`).
 
-The guide is the photo's luma, as `data/photos.read_grey`'s. Two ways, chosen by device
+The guide is the photo's luma, as `data/layout.read_grey`'s. Two ways, chosen by device
 (`GUIDE_FROM`): on the CPU a second decode to the luma plane alone (libjpeg skips the
 chroma: faster than weighting the RGB planes, `benchmarks/results/decode_cpu.md`, and the
 same bytes as `read_grey`); on CUDA 0.299 R + 0.587 G + 0.114 B of the RGB already decoded,

@@ -303,8 +303,7 @@ class CsvLayout(FileLayout):
 
     def read_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
         shape = shape or self.photo_size(self.image_path(image_id))
-        self.rle_runs(image_id, shape)
-        return self.rle_format.decode(self.rle_masks[image_id], shape)
+        return self.rle_format.mask(*self.rle_runs(image_id, shape), shape)
 
     def mask_area(self, image_id: str) -> float:
         shape = self.photo_size(self.image_path(image_id))

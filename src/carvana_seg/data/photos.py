@@ -1,13 +1,9 @@
-"""Full-size photos as the prediction chain needs them: grey guides for edge refinement,
-and batches of same-size images (a batch is one tensor, so sizes are never mixed)."""
+"""Full-size photos as the prediction chain needs them: batches of same-size images (a batch
+is one tensor, so sizes are never mixed). Grey guides for edge refinement: `layout.read_grey`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-
-from carvana_seg.data.layout import read_grey
-
-__all__ = ["read_grey", "same_size_batches"]
 
 
 def same_size_batches(sizes: Sequence[tuple[int, int]], order: Sequence[int], batch_size: int) -> Iterator[list[int]]:

@@ -70,7 +70,6 @@ def _copy_member(member: Member, cfg: Config, root: Path, views: list[str] | Non
     named as the experiment store names them; with `views`, export each fold to ONNX too,
     checked at the sizes those TTA views feed it."""
     check_plain_name(member.exp, "recipe members[].exp")  # it names a folder of the bundle
-    cfg = dataclasses.replace(cfg, exp=dataclasses.replace(cfg.exp, runs_dir=member.runs_dir))
     dest = ExperimentPaths.runs_of(root / RUNS, member.exp)
     dest.run_dir.mkdir(parents=True)
     shutil.copyfile(ExperimentPaths.runs_of(member.runs_dir, member.exp).config, dest.config)

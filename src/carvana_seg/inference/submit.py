@@ -125,7 +125,6 @@ def load_members(recipe: Recipe, device: torch.device, backend: str = "torch") -
     kept = [m for m in recipe.members if m.weight > 0]
     loaded = []
     for member, cfg in zip(kept, member_configs(kept, f"recipe {recipe.name!r}")):
-        cfg = replace(cfg, exp=replace(cfg.exp, runs_dir=member.runs_dir))
         if backend == "onnxruntime":
             files = [onnx_path(cfg, fold) for fold in range(member.folds)]
             models = [load_onnx_fold(path, device) for path in files]

@@ -39,22 +39,6 @@ class RLEError(PipelineError):
     """An RLE string is malformed: odd count, non-integers, unsorted or overlapping runs, out of bounds."""
 
 
-def rle_encode(mask: np.ndarray) -> str:
-    """Encode a 2-D mask (nonzero = foreground) as the competition's RLE string."""
-    flat = np.ascontiguousarray(mask).reshape(-1)
-    if flat.dtype != np.bool_:
-        flat = flat != 0
-    # Positions where the value changes; a run starts at each 0->1 and ends at each 1->0.
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    if flat.size and flat[0]:
-        edges = np.concatenate(([0], edges))
-    if flat.size and flat[-1]:
-        edges = np.concatenate((edges, [flat.size]))
-    edges[1::2] -= edges[::2]  # run ends -> run lengths
-    edges[::2] += 1  # 0-indexed starts -> 1-indexed
-    return " ".join(map(str, edges.tolist()))
-
-
 def rle_runs(rle: str, num_pixels: int, first: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Parse and validate an RLE string whose first pixel is numbered `first` (1: Carvana's);
     return 0-indexed run starts and (exclusive) ends."""
@@ -134,13 +118,19 @@ class RleFormat:
 
     def decode(self, rle: str, shape: tuple[int, int]) -> np.ndarray:
         """An RLE string of this format as a (height, width) uint8 0/1 mask."""
+        return self.mask(*self.runs(rle, shape), shape)
+
+    def mask(self, starts: np.ndarray, ends: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Checked runs (`runs`) as a (height, width) uint8 0/1 mask."""
         height, width = shape
-        starts, ends = self.runs(rle, shape)
-        flat = np.zeros(height * width + 1, np.int8)
-        np.add.at(flat, starts, 1)
-        np.add.at(flat, ends, -1)
-        values = np.cumsum(flat[:-1], dtype=np.int8).view(np.uint8)
-        return values.reshape(width, height).T.copy() if self.order == "column" else values.reshape(height, width)
+        # Alternate background and foreground segments: 0..start1, start1..end1, end1..start2, ...
+        bounds = np.empty(2 * len(starts) + 2, dtype=np.int64)
+        bounds[0], bounds[-1] = 0, height * width
+        bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+        values = np.zeros(len(bounds) - 1, dtype=np.uint8)
+        values[1::2] = 1
+        flat = np.repeat(values, np.diff(bounds))
+        return flat.reshape(width, height).T.copy() if self.order == "column" else flat.reshape(height, width)
 
     def from_carvana(self, rle: str, shape: tuple[int, int]) -> str:
         """A Carvana-format string (what the prediction chain writes) in this format; the string
@@ -151,18 +141,15 @@ class RleFormat:
 CARVANA_RLE = RleFormat()
 
 
+def rle_encode(mask: np.ndarray) -> str:
+    """Encode a 2-D mask (nonzero = foreground) as the competition's RLE string."""
+    return CARVANA_RLE.encode(mask)
+
+
 def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     """Decode an RLE string into a uint8 0/1 mask of `shape` (height, width)."""
-    height, width = shape
-    num_pixels = height * width
-    starts, ends = rle_runs(rle, num_pixels)
-    # Alternate background and foreground segments: 0..start1, start1..end1, end1..start2, ...
-    bounds = np.empty(2 * len(starts) + 2, dtype=np.int64)
-    bounds[0], bounds[-1] = 0, num_pixels
-    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
-    values = np.zeros(len(bounds) - 1, dtype=np.uint8)
-    values[1::2] = 1
-    return np.repeat(values, np.diff(bounds)).reshape(height, width)
+    return CARVANA_RLE.decode(rle, shape)
+
 
 @dataclass(frozen=True)
 class Runs:

@@ -4,6 +4,7 @@ a recipe's members match the runs they name."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,7 +33,9 @@ def member_configs(members: Sequence, source: str) -> list[Config]:
     match its runs: its experiment's config exists (`experiment_config`) and its fold count
     is at most the experiment's. `members`: each with .exp, .runs_dir and .folds (a recipe's);
     `source` names the recipe in the error. Predict, export and the leaderboard ask this
-    before they read a model or a photo, so a missing run is named first, not midway."""
+    before they read a model or a photo, so a missing run is named first, not midway.
+    Each config's `exp.runs_dir` is the member's: where the recipe found the run (a bundle's
+    copy, say), not where it was trained."""
     configs = []
     for k, member in enumerate(members):
         cfg = experiment_config(member.exp, member.runs_dir)
@@ -41,7 +44,7 @@ def member_configs(members: Sequence, source: str) -> list[Config]:
             raise PipelineError(
                 f"{source}: members[{k}].folds: {member.folds} is more than the {trained} folds experiment {member.exp!r} has (1..{trained})"
             )
-        configs.append(cfg)
+        configs.append(replace(cfg, exp=replace(cfg.exp, runs_dir=str(member.runs_dir))))
     return configs
 
 
