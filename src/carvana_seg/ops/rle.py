@@ -94,14 +94,20 @@ class RleFormat:
 
     def encode(self, mask: np.ndarray) -> str:
         """A 2-D mask (nonzero = foreground) as this format's RLE string."""
-        flat = np.ascontiguousarray(mask.T if self.order == "column" else mask).reshape(-1) != 0
-        edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).view(np.int8)))
+        flat = np.ascontiguousarray(mask.T if self.order == "column" else mask).reshape(-1)
+        if flat.dtype != np.bool_:
+            flat = flat != 0
+        # Positions where the value changes; a run starts at each 0->1 and ends at each 1->0.
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        if flat.size and flat[0]:
+            edges = np.concatenate(([0], edges))
+        if flat.size and flat[-1]:
+            edges = np.concatenate((edges, [flat.size]))
         if not len(edges):
             return self.empty
-        pairs = edges.astype(np.int64)
-        pairs[1::2] -= pairs[::2]
-        pairs[::2] += self.start
-        return " ".join(map(str, pairs.tolist()))
+        edges[1::2] -= edges[::2]  # run ends -> run lengths
+        edges[::2] += self.start  # 0-indexed starts -> this format's
+        return " ".join(map(str, edges.tolist()))
 
     def runs(self, rle: str, shape: tuple[int, int], strict_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Parse and check `rle` for a (height, width) mask: 0-indexed starts and exclusive ends
